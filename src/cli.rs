@@ -1,0 +1,155 @@
+//! The command line: clap types, turning arguments into library calls, and
+//! printing. Exit codes are decided in one place, [`exit_code`]:
+//! 0 success, 2 bad usage or spec, 1 anything else.
+
+use crate::report::{self, Format};
+use crate::spec::{self, SpecError};
+use crate::store::Store;
+use crate::{data, models, sched};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "fer-lab", version, about = "Facial-expression-recognition experiments: TOML spec -> candle training -> SQLite -> leaderboard")]
+pub struct Cli {
+    /// SQLite database holding sweeps, trials and epochs.
+    #[arg(long, global = true, default_value = "runs/fer-lab.sqlite")]
+    pub db: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train every trial of a spec that is not finished yet.
+    Sweep {
+        /// The experiment spec, e.g. experiments/smoke.toml.
+        spec: PathBuf,
+        /// Override a spec field, e.g. --set train.epochs=2 --set data.root=/data/CK+48.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// CPU threads (default: scheduler.threads, or all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Compare stored trials, best validation accuracy first.
+    Leaderboard {
+        /// Only this sweep (the spec's experiment.name).
+        #[arg(long)]
+        sweep: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Data set tools.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// List the backbones fer-lab can train, with parameter counts.
+    Backbones,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write a synthetic expression-like data set as PNG class folders.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        /// Images per class.
+        #[arg(long, default_value_t = 60)]
+        per_class: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 48)]
+        size: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+/// A usage problem found after clap parsed the arguments.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The one place that maps errors to exit codes.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.downcast_ref::<SpecError>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// Sizes candle's and rayon's thread pools once, before any tensor work.
+fn configure_threads(threads: usize) {
+    let n = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called once at start-up, before fer-lab starts any thread.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    }
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Sweep { spec, overrides, threads } => {
+            let loaded = spec::load(&spec, &overrides)?;
+            configure_threads(threads.unwrap_or(loaded.spec.scheduler.threads));
+            let summary = sched::run_sweep(&loaded, &cli.db)?;
+            eprintln!(
+                "sweep {}: {} trials: {} trained, {} skipped (already finished), {} failed, {} diverged. Results: fer-lab leaderboard --db {}",
+                loaded.spec.experiment.name,
+                summary.trials,
+                summary.done,
+                summary.skipped,
+                summary.failed,
+                summary.diverged,
+                cli.db.display()
+            );
+            if summary.failed > 0 {
+                anyhow::bail!("{} trial(s) failed; their errors are in the trials table", summary.failed);
+            }
+            Ok(())
+        }
+        Command::Leaderboard { sweep, format } => {
+            if !cli.db.exists() {
+                return Err(UsageError(format!("no database at {}; run `fer-lab sweep SPEC` first or pass --db", cli.db.display())).into());
+            }
+            let store = Store::open(&cli.db)?;
+            if let Some(name) = &sweep
+                && !store.sweep_names()?.contains(name)
+            {
+                let known = store.sweep_names()?.join(", ");
+                return Err(UsageError(format!("no sweep named {name:?} in {}; stored sweeps: {known}", cli.db.display())).into());
+            }
+            let rows = report::rows(&store.trials(sweep.as_deref())?);
+            print!("{}", report::render(&rows, format));
+            Ok(())
+        }
+        Command::Data {
+            command: DataCommand::Synth { out, per_class, size, seed },
+        } => {
+            if !(2..=100_000).contains(&per_class) || !(16..=1024).contains(&size) {
+                return Err(UsageError(format!("--per-class must be in 2..=100000 and --size in 16..=1024, got {per_class} and {size}")).into());
+            }
+            let files = data::synth::write(&out, per_class, size, seed)?;
+            println!("wrote {} images in {} classes to {}", files.len(), data::synth::CLASSES.len(), out.display());
+            Ok(())
+        }
+        Command::Backbones => {
+            let mut table = comfy_table::Table::new();
+            table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+            table.set_header(["backbone", "family", "parameters (1000 classes)", "first conv", "classifier"]);
+            let cfg = models::ModelConfig {
+                num_classes: 1000,
+                in_channels: 3,
+            };
+            for info in models::REGISTRY {
+                let model = models::build(info.name, &cfg, 0, &candle_core::Device::Cpu)?;
+                table.add_row([info.name.to_string(), info.family.to_string(), model.params.count().to_string(), info.first_conv.into(), info.classifier.into()]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Runs a sweep: picks the device, prepares the data once, registers the
+//! trials, and trains every trial that is not finished, recording each epoch.
+//! A failed trial is recorded with its error and the sweep goes on.
+//!
+//! This is the simple local executor: one device, one trial at a time.
+//! A trial left `running`, `failed` or `interrupted` by an earlier run is
+//! started again from its first epoch.
+
+use crate::data::{Dataset, split, synth};
+use crate::spec::{self, Devices, LoadedSpec, TrialPlan};
+use crate::store::{Store, TrialId, TrialStatus};
+use crate::train::{self, Control, EpochRecord, Ending, RunOptions, Sink};
+use anyhow::{Context, bail};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// What a sweep run did, for the caller to print and to pick an exit code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepSummary {
+    pub trials: usize,
+    pub skipped: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub diverged: usize,
+}
+
+/// The training device named by the spec's `scheduler.devices`.
+pub fn resolve_device(devices: &Devices) -> anyhow::Result<(Device, String)> {
+    let names: Vec<String> = match devices {
+        Devices::Named(n) => vec![n.clone()],
+        Devices::List(l) => l.clone(),
+    };
+    let first = names.first().map(String::as_str).unwrap_or("auto");
+    match first {
+        "cpu" => Ok((Device::Cpu, "cpu".into())),
+        "auto" => {
+            if cfg!(feature = "cuda")
+                && let Ok(d) = Device::new_cuda(0)
+            {
+                return Ok((d, "cuda:0".into()));
+            }
+            Ok((Device::Cpu, "cpu".into()))
+        }
+        name => {
+            let ordinal: usize = name.trim_start_matches("cuda:").parse().context("device ordinal")?;
+            if !cfg!(feature = "cuda") {
+                bail!("device {name} asked for, but this fer-lab was built without CUDA; rebuild with `cargo build --release --features cuda` or use devices = \"cpu\"");
+            }
+            let d = Device::new_cuda(ordinal).with_context(|| format!("device {name} is not available (no CUDA GPU with that ordinal, or no driver)"))?;
+            Ok((d, name.to_string()))
+        }
+    }
+}
+
+/// Makes the synthetic set at `root` when it is absent and the spec asks for it.
+fn ensure_data(plan: &TrialPlan) -> anyhow::Result<PathBuf> {
+    let root = PathBuf::from(&plan.data.root);
+    if root.exists() {
+        return Ok(root);
+    }
+    let Some(s) = &plan.data.synth else { return Ok(root) };
+    eprintln!("data: {} is absent; writing a synthetic set there ({} per class, {}x{})", root.display(), s.per_class, s.size, s.size);
+    // Written beside the target and renamed, so a crash leaves no half set.
+    let tmp = root.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    synth::write(&tmp, s.per_class, s.size, s.seed)?;
+    if let Some(parent) = root.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::rename(&tmp, &root).with_context(|| format!("cannot move the synthetic set into {}", root.display()))?;
+    Ok(root)
+}
+
+/// Runs every unfinished trial of the spec, recording into the database at `db`.
+pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary> {
+    let spec = &loaded.spec;
+    let plans = spec::expand(spec);
+    let (device, device_name) = resolve_device(&spec.scheduler.devices)?;
+    // Data first: a bad data root writes nothing to the database.
+    let root = ensure_data(&plans[0])?;
+    let ds = Dataset::load(&root, spec.data.image_size, spec.data.channels)?;
+    let split = split::stratified_holdout(&ds.labels, &ds.classes, spec.data.val_fraction, spec.experiment.seed)?;
+    eprintln!(
+        "data: {} images in {} classes from {} ({} train / {} validation, holdout split)",
+        ds.len(),
+        ds.classes.len(),
+        root.display(),
+        split.train.len(),
+        split.val.len()
+    );
+    let mut store = Store::open(db)?;
+    let (_, trials) = store.register(&spec.experiment.name, &loaded.path.display().to_string(), &loaded.resolved_toml(), &plans)?;
+    let mut summary = SweepSummary {
+        trials: plans.len(),
+        ..SweepSummary::default()
+    };
+    let todo: Vec<(usize, TrialId)> = trials
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, status))| !status.is_final())
+        .map(|(i, (id, _))| (i, *id))
+        .collect();
+    summary.skipped = plans.len() - todo.len();
+    if summary.skipped > 0 {
+        eprintln!("sweep {}: {} of {} trials already finished, skipped", spec.experiment.name, summary.skipped, plans.len());
+    }
+    for (n, (index, id)) in todo.iter().enumerate() {
+        let plan = &plans[*index];
+        let label = format!("[{}/{}] {} {}", n + 1, todo.len(), plan.backbone.name, describe_params(plan));
+        store.start_trial(*id, &device_name)?;
+        let batches = split.train.len().div_ceil(plan.train.batch_size);
+        let mut sink = StoreSink {
+            store: &mut store,
+            trial: *id,
+            progress: Progress::new(&label, plan.train.epochs, batches),
+            epochs: plan.train.epochs,
+        };
+        let result = train::run(plan, &ds, &split, &device, &mut sink, RunOptions::default());
+        sink.progress.finish();
+        match result {
+            Ok(outcome) => {
+                let status = match outcome.ending {
+                    Ending::Completed | Ending::Stopped => TrialStatus::Done,
+                    Ending::Diverged => TrialStatus::Diverged,
+                };
+                let note = (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
+                store.finish_trial(*id, status, note)?;
+                match status {
+                    TrialStatus::Diverged => summary.diverged += 1,
+                    _ => summary.done += 1,
+                }
+                let best = outcome.best.map_or("no epoch".to_string(), |b| format!("best val acc {:.2}% at epoch {}", 100.0 * b.val_acc, b.epoch));
+                eprintln!("{label}: {} ({best})", status.as_str());
+            }
+            Err(e) => {
+                let text = format!("{e:#}");
+                store.finish_trial(*id, TrialStatus::Failed, Some(&text))?;
+                summary.failed += 1;
+                eprintln!("{label}: failed: {text}");
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn describe_params(plan: &TrialPlan) -> String {
+    plan.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+}
+
+struct StoreSink<'a> {
+    store: &'a mut Store,
+    trial: TrialId,
+    progress: Progress,
+    epochs: usize,
+}
+
+impl Sink for StoreSink<'_> {
+    fn epoch(&mut self, r: &EpochRecord) -> anyhow::Result<Control> {
+        self.store.record_epoch(self.trial, r)?;
+        self.progress.epoch(r, self.epochs);
+        Ok(Control::Continue)
+    }
+
+    fn batch(&mut self, done: usize, total: usize) {
+        self.progress.batch(done, total);
+    }
+}
+
+/// A progress bar with ETA on a terminal; one plain line per epoch otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+    label: String,
+}
+
+impl Progress {
+    fn new(label: &str, epochs: usize, batches: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new((epochs * batches) as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} batches  {elapsed_precise} elapsed, ETA {eta_precise}  {msg}")
+                    .expect("valid template"),
+            );
+            bar.set_prefix(label.to_string());
+            bar
+        });
+        Self {
+            bar,
+            label: label.to_string(),
+        }
+    }
+
+    fn batch(&mut self, _done: usize, _total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    fn epoch(&mut self, r: &EpochRecord, epochs: usize) {
+        let line = format!(
+            "{} epoch {}/{}: train loss {:.4} acc {:.2}% | val loss {:.4} acc {:.2}% macro-F1 {:.4} | {:.1}s, {:.1} img/s",
+            self.label,
+            r.epoch,
+            epochs,
+            r.train_loss,
+            100.0 * r.train_acc,
+            r.val_loss,
+            100.0 * r.val_acc,
+            r.val_macro_f1,
+            r.seconds,
+            r.images_per_sec
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

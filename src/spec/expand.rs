@@ -1,0 +1,105 @@
+//! Expansion of a validated spec into resolved trial plans: one per
+//! backbone x grid point. Downstream code sees only [`TrialPlan`]s, and a
+//! plan's hash is the trial's identity in the store.
+
+use super::types::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Bumped when the meaning of a plan changes, so old trials are not reused.
+const PLAN_VERSION: u32 = 1;
+
+/// Everything one trial needs, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrialPlan {
+    pub plan_version: u32,
+    pub experiment: String,
+    pub seed: u64,
+    pub backbone: BackboneSpec,
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    /// The swept fields and their values at this grid point.
+    pub params: BTreeMap<String, serde_json::Value>,
+}
+
+impl TrialPlan {
+    /// The plan as canonical JSON (field order is fixed by the types).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plans serialise")
+    }
+
+    /// The trial's identity: SHA-256 of the canonical JSON, in hex.
+    pub fn key(&self) -> String {
+        hex::encode(Sha256::digest(self.to_json().as_bytes()))
+    }
+
+    pub fn params_json(&self) -> String {
+        serde_json::to_string(&self.params).expect("params serialise")
+    }
+}
+
+/// The names of `[train]` fields, as the spec spells them.
+pub fn train_fields() -> Vec<String> {
+    match toml::Value::try_from(TrainConfig::default()) {
+        Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+        _ => unreachable!("TrainConfig serialises to a table"),
+    }
+}
+
+/// `train` with one field replaced by a TOML value; the error says why the
+/// value does not fit the field.
+pub fn with_field(train: &TrainConfig, key: &str, value: &toml::Value) -> Result<TrainConfig, String> {
+    let mut table = match toml::Value::try_from(train) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => unreachable!("TrainConfig serialises to a table"),
+    };
+    table.insert(key.to_string(), value.clone());
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_string())
+}
+
+/// All trial plans of a validated spec, in a stable order: backbones as
+/// listed, then the grid in sorted key order.
+pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
+    let mut points: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+    for (key, values) in &spec.sweep.space {
+        let values = values.as_array().expect("validated: sweep values are lists");
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((key.clone(), v.clone()));
+                    q
+                })
+            })
+            .collect();
+    }
+    let mut plans = Vec::new();
+    for backbone in &spec.backbones {
+        for point in &points {
+            let mut train = spec.train.clone();
+            let mut params = BTreeMap::new();
+            for (key, value) in point {
+                train = with_field(&train, key, value).expect("validated: sweep values fit");
+                params.insert(key.clone(), toml_to_json(value));
+            }
+            plans.push(TrialPlan {
+                plan_version: PLAN_VERSION,
+                experiment: spec.experiment.name.clone(),
+                seed: spec.experiment.seed,
+                backbone: backbone.clone(),
+                data: spec.data.clone(),
+                train,
+                params,
+            });
+        }
+    }
+    plans
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,212 @@
+//! The spec's TOML types. Field names here *are* the spec reference in the
+//! README; defaults live in the `Default` impls.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub experiment: Experiment,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(rename = "backbone", default)]
+    pub backbones: Vec<BackboneSpec>,
+    #[serde(default)]
+    pub sweep: SweepConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+impl Spec {
+    /// Deserialises a spec from an already-parsed TOML table.
+    pub fn deserialize_table(table: toml::Table) -> Result<Self, toml::de::Error> {
+        toml::Value::Table(table).try_into()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    pub name: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A folder of class folders; relative paths are taken from the working directory.
+    pub root: String,
+    /// Images are resized to `image_size` x `image_size`.
+    pub image_size: usize,
+    /// 1 (grey) or 3 (grey replicated, or colour).
+    pub channels: usize,
+    pub protocol: Protocol,
+    pub val_fraction: f64,
+    /// Per-channel mean and std applied after scaling pixels to [0, 1].
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// When set and `root` does not exist, a synthetic set is written there first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synth: Option<SynthConfig>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            root: "data/CK+48".into(),
+            image_size: 48,
+            channels: 3,
+            protocol: Protocol::Holdout,
+            val_fraction: 0.2,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            synth: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// Seeded stratified frame-level split (`val_fraction`).
+    Holdout,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SynthConfig {
+    pub per_class: usize,
+    pub size: usize,
+    pub seed: u64,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        Self {
+            per_class: 60,
+            size: 48,
+            seed: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub optimizer: OptimizerKind,
+    pub lr: f64,
+    /// SGD only.
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub lr_schedule: LrSchedule,
+    /// `step` schedule: multiply the rate by `gamma` every `step_size` epochs.
+    pub step_size: usize,
+    pub gamma: f64,
+    pub label_smoothing: f64,
+    pub augment: Vec<Augment>,
+    /// Largest random shift in pixels, for `augment = ["shift"]`.
+    pub shift_pixels: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 32,
+            eval_batch_size: 64,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            lr_schedule: LrSchedule::None,
+            step_size: 10,
+            gamma: 0.1,
+            label_smoothing: 0.0,
+            augment: Vec::new(),
+            shift_pixels: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    None,
+    Step,
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Augment {
+    Hflip,
+    Shift,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSpec {
+    pub name: String,
+    /// Pretrained weights (not yet supported: rejected by validation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepConfig {
+    pub strategy: Strategy,
+    /// Train field -> list of values; the grid is their Cartesian product.
+    pub space: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    #[default]
+    Grid,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// `"auto"`, `"cpu"` or a list such as `["cuda:0"]`.
+    pub devices: Devices,
+    /// CPU threads for training; 0 means all cores.
+    pub threads: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            devices: Devices::Named("auto".into()),
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Devices {
+    Named(String),
+    List(Vec<String>),
+}

@@ -1,0 +1,375 @@
+//! The SQLite store: schema, migrations and every read and write. Nothing
+//! else in fer-lab writes SQL, and no rusqlite type leaves this module.
+//!
+//! WAL mode and a busy timeout let readers (`leaderboard`, `sqlite3`) look
+//! while a sweep writes; each epoch is one short transaction, so a crash
+//! leaves complete epochs only.
+
+use crate::spec::TrialPlan;
+use crate::train::EpochRecord;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+/// Bumped with every schema change; `open` migrates older files forward.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE sweeps (
+    id           INTEGER PRIMARY KEY,
+    name         TEXT NOT NULL UNIQUE,
+    spec_path    TEXT NOT NULL,
+    spec_toml    TEXT NOT NULL,
+    spec_sha256  TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    code_version TEXT NOT NULL
+);
+CREATE TABLE trials (
+    id               INTEGER PRIMARY KEY,
+    sweep_id         INTEGER NOT NULL REFERENCES sweeps(id),
+    key              TEXT NOT NULL UNIQUE,
+    backbone         TEXT NOT NULL,
+    params_json      TEXT NOT NULL,
+    plan_json        TEXT NOT NULL,
+    fold             INTEGER,
+    seed             INTEGER NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN
+                       ('pending','running','done','failed','diverged','pruned','interrupted')),
+    device           TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    epochs_planned   INTEGER NOT NULL,
+    heartbeat_at     TEXT,
+    started_at       TEXT,
+    finished_at      TEXT,
+    best_epoch       INTEGER,
+    best_val_acc     REAL,
+    best_val_macro_f1 REAL,
+    error            TEXT
+);
+CREATE INDEX trials_by_sweep ON trials(sweep_id);
+CREATE TABLE epochs (
+    trial_id       INTEGER NOT NULL REFERENCES trials(id),
+    epoch          INTEGER NOT NULL,
+    train_loss     REAL NOT NULL,
+    train_acc      REAL NOT NULL,
+    train_macro_f1 REAL NOT NULL,
+    val_loss       REAL NOT NULL,
+    val_acc        REAL NOT NULL,
+    val_macro_f1   REAL NOT NULL,
+    lr             REAL NOT NULL,
+    seconds        REAL NOT NULL,
+    images_per_sec REAL NOT NULL,
+    finished_at    TEXT NOT NULL,
+    PRIMARY KEY (trial_id, epoch)
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the folder for database {path}: {source}")]
+    Folder { path: PathBuf, source: std::io::Error },
+    #[error("database {path} has schema version {found}, newer than this fer-lab understands ({SCHEMA_VERSION}); upgrade fer-lab")]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("no trial matches {0:?}")]
+    NoSuchTrial(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SweepId(pub i64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrialId(pub i64);
+
+/// A trial's state; transitions are made only by the methods below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialStatus {
+    Pending,
+    Running,
+    Done,
+    Failed,
+    Diverged,
+    Pruned,
+    Interrupted,
+}
+
+impl TrialStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Diverged => "diverged",
+            Self::Pruned => "pruned",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "running" => Self::Running,
+            "done" => Self::Done,
+            "failed" => Self::Failed,
+            "diverged" => Self::Diverged,
+            "pruned" => Self::Pruned,
+            "interrupted" => Self::Interrupted,
+            _ => Self::Pending,
+        }
+    }
+
+    /// Finished for good: a re-run of the sweep skips these.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Diverged | Self::Pruned)
+    }
+}
+
+/// One trial as the leaderboard sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRow {
+    pub id: TrialId,
+    pub key: String,
+    pub sweep: String,
+    pub backbone: String,
+    pub params_json: String,
+    pub status: TrialStatus,
+    pub epochs_planned: usize,
+    pub epochs_run: usize,
+    pub best_epoch: Option<usize>,
+    pub best_val_acc: Option<f64>,
+    pub best_val_macro_f1: Option<f64>,
+    pub wall_seconds: f64,
+    pub error: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.setup()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&self) -> Result<(), StoreError> {
+        self.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(self.err())?;
+        self.conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(self.err())?;
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        if version < 1 {
+            self.conn
+                .execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"))
+                .map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    /// Records a sweep and its trials in one transaction. A sweep is found
+    /// by name; a trial by its plan's key, so re-running a spec adds only
+    /// new trials. Returns every plan's trial id and status.
+    pub fn register(&mut self, name: &str, spec_path: &str, spec_toml: &str, plans: &[TrialPlan]) -> Result<(SweepId, Vec<(TrialId, TrialStatus)>), StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&err)?;
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spec_toml.as_bytes()));
+        let at = now();
+        tx.execute(
+            "INSERT INTO sweeps (name, spec_path, spec_toml, spec_sha256, created_at, updated_at, code_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+             ON CONFLICT(name) DO UPDATE SET spec_path = ?2, spec_toml = ?3, spec_sha256 = ?4, updated_at = ?5, code_version = ?6",
+            params![name, spec_path, spec_toml, sha, at, env!("CARGO_PKG_VERSION")],
+        )
+        .map_err(&err)?;
+        let sweep: i64 = tx.query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| r.get(0)).map_err(&err)?;
+        let mut out = Vec::new();
+        for plan in plans {
+            tx.execute(
+                "INSERT INTO trials (sweep_id, key, backbone, params_json, plan_json, seed, status, epochs_planned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7) ON CONFLICT(key) DO NOTHING",
+                params![sweep, plan.key(), plan.backbone.name, plan.params_json(), plan.to_json(), plan.seed as i64, plan.train.epochs as i64],
+            )
+            .map_err(&err)?;
+            let (id, status): (i64, String) = tx
+                .query_row("SELECT id, status FROM trials WHERE key = ?1", [plan.key()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&err)?;
+            out.push((TrialId(id), TrialStatus::parse(&status)));
+        }
+        tx.commit().map_err(&err)?;
+        Ok((SweepId(sweep), out))
+    }
+
+    /// Marks a trial running on `device` and clears epochs of any earlier,
+    /// unfinished attempt (training restarts from epoch 1).
+    pub fn start_trial(&mut self, id: TrialId, device: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0]).map_err(&err)?;
+        let at = now();
+        tx.execute(
+            "UPDATE trials SET status = 'running', device = ?2, attempts = attempts + 1, started_at = ?3,
+             heartbeat_at = ?3, finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
+             best_val_macro_f1 = NULL, error = NULL WHERE id = ?1",
+            params![id.0, device, at],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// Stores one finished epoch and the trial's best-so-far, atomically.
+    pub fn record_epoch(&mut self, id: TrialId, r: &EpochRecord) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&err)?;
+        let at = now();
+        tx.execute(
+            "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, train_macro_f1, val_loss, val_acc,
+             val_macro_f1, lr, seconds, images_per_sec, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![id.0, r.epoch as i64, r.train_loss, r.train_acc, r.train_macro_f1, r.val_loss, r.val_acc, r.val_macro_f1, r.lr, r.seconds, r.images_per_sec, at],
+        )
+        .map_err(&err)?;
+        // Best epoch by validation accuracy; the earliest wins ties.
+        tx.execute(
+            "UPDATE trials SET heartbeat_at = ?2,
+               (best_epoch, best_val_acc, best_val_macro_f1) =
+               (SELECT epoch, val_acc, val_macro_f1 FROM epochs WHERE trial_id = ?1
+                ORDER BY val_acc DESC, epoch ASC LIMIT 1)
+             WHERE id = ?1",
+            params![id.0, at],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// Ends a trial in `status` (done, failed, diverged, pruned, interrupted).
+    pub fn finish_trial(&mut self, id: TrialId, status: TrialStatus, error: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE trials SET status = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
+                params![id.0, status.as_str(), now(), error],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Trials of one sweep (or all), best validation accuracy first.
+    pub fn trials(&self, sweep: Option<&str>) -> Result<Vec<TrialRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT t.id, t.key, s.name, t.backbone, t.params_json, t.status, t.epochs_planned,
+                        (SELECT COUNT(*) FROM epochs e WHERE e.trial_id = t.id),
+                        t.best_epoch, t.best_val_acc, t.best_val_macro_f1,
+                        (SELECT COALESCE(SUM(seconds), 0) FROM epochs e WHERE e.trial_id = t.id), t.error
+                 FROM trials t JOIN sweeps s ON s.id = t.sweep_id
+                 WHERE ?1 IS NULL OR s.name = ?1
+                 ORDER BY t.best_val_acc IS NULL, t.best_val_acc DESC, t.best_val_macro_f1 DESC, t.id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([sweep], |r| {
+                Ok(TrialRow {
+                    id: TrialId(r.get(0)?),
+                    key: r.get(1)?,
+                    sweep: r.get(2)?,
+                    backbone: r.get(3)?,
+                    params_json: r.get(4)?,
+                    status: TrialStatus::parse(&r.get::<_, String>(5)?),
+                    epochs_planned: r.get::<_, i64>(6)? as usize,
+                    epochs_run: r.get::<_, i64>(7)? as usize,
+                    best_epoch: r.get::<_, Option<i64>>(8)?.map(|e| e as usize),
+                    best_val_acc: r.get(9)?,
+                    best_val_macro_f1: r.get(10)?,
+                    wall_seconds: r.get(11)?,
+                    error: r.get(12)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Every stored epoch of a trial, in order.
+    pub fn epochs(&self, id: TrialId) -> Result<Vec<EpochRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT epoch, train_loss, train_acc, train_macro_f1, val_loss, val_acc, val_macro_f1, lr,
+                        seconds, images_per_sec FROM epochs WHERE trial_id = ?1 ORDER BY epoch",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([id.0], |r| {
+                Ok(EpochRecord {
+                    epoch: r.get::<_, i64>(0)? as usize,
+                    train_loss: r.get(1)?,
+                    train_acc: r.get(2)?,
+                    train_macro_f1: r.get(3)?,
+                    val_loss: r.get(4)?,
+                    val_acc: r.get(5)?,
+                    val_macro_f1: r.get(6)?,
+                    lr: r.get(7)?,
+                    seconds: r.get(8)?,
+                    images_per_sec: r.get(9)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Names of stored sweeps, oldest first.
+    pub fn sweep_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT name FROM sweeps ORDER BY id").map_err(self.err())?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// The stored plan of a trial, by id.
+    pub fn plan_json(&self, id: TrialId) -> Result<String, StoreError> {
+        self.conn
+            .query_row("SELECT plan_json FROM trials WHERE id = ?1", [id.0], |r| r.get(0))
+            .optional()
+            .map_err(self.err())?
+            .ok_or_else(|| StoreError::NoSuchTrial(id.0.to_string()))
+    }
+}

@@ -1,0 +1,213 @@
+//! The training loop: per epoch a train pass and a validation pass, with
+//! loss, accuracy and macro-F1 on both. It reports each epoch to a
+//! [`Sink`] and asks it whether to go on; it never talks SQL.
+//!
+//! Deterministic on the CPU: weights come from the plan's seed, and batch
+//! order and augmentation from a second seeded stream.
+
+pub mod optim;
+pub mod schedule;
+
+use crate::data::Dataset;
+use crate::data::batch::{Augmentation, Normalizer, epoch_batches, make_batch, ordered_batches};
+use crate::data::split::Split;
+use crate::metrics::Confusion;
+use crate::models::{self, ModelConfig};
+use crate::spec::{Augment, TrainConfig, TrialPlan};
+use candle_core::{D, DType, Device, Tensor};
+use optim::{Hyper, Optimizer};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
+
+/// One finished epoch, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// The training objective (with label smoothing), mean over images.
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub train_macro_f1: f64,
+    /// Plain cross-entropy on the validation images.
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub val_macro_f1: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+/// What the loop asks after each epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// Where the loop reports; the store and the progress display live behind it.
+pub trait Sink {
+    fn epoch(&mut self, record: &EpochRecord) -> anyhow::Result<Control>;
+    /// Called after every training batch (for progress display).
+    fn batch(&mut self, _done: usize, _total: usize) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Completed,
+    /// The sink asked to stop.
+    Stopped,
+    /// The loss became NaN or infinite.
+    Diverged,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub ending: Ending,
+    pub epochs_run: usize,
+    /// Best epoch by validation accuracy (earliest on ties).
+    pub best: Option<EpochRecord>,
+}
+
+/// Options that are not part of the plan (they must not change results).
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Use the fused in-place optimiser step on the CPU.
+    pub fused_optimizer: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { fused_optimizer: true }
+    }
+}
+
+/// Trains one plan on `split` of `ds`.
+pub fn run(plan: &TrialPlan, ds: &Dataset, split: &Split, device: &Device, sink: &mut dyn Sink, options: RunOptions) -> anyhow::Result<Outcome> {
+    let t = &plan.train;
+    let cfg = ModelConfig {
+        num_classes: ds.classes.len(),
+        in_channels: ds.channels,
+    };
+    let model = models::build(&plan.backbone.name, &cfg, plan.seed, device)?;
+    let vars = model.params.trainable().into_iter().map(|(_, v)| v).collect();
+    let mut optimizer = Optimizer::new(vars, hyper(t), options.fused_optimizer)?;
+    let norm = Normalizer {
+        mean: plan.data.mean.iter().map(|&x| x as f32).collect(),
+        std: plan.data.std.iter().map(|&x| x as f32).collect(),
+    };
+    let augmentation = Augmentation {
+        hflip: t.augment.contains(&Augment::Hflip),
+        shift: if t.augment.contains(&Augment::Shift) { t.shift_pixels } else { 0 },
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
+    rng.set_stream(1);
+    let classes = ds.classes.len();
+    let mut best: Option<EpochRecord> = None;
+    for epoch in 0..t.epochs {
+        let started = Instant::now();
+        let lr = schedule::lr_at(t, epoch);
+        let batches = epoch_batches(&split.train, t.batch_size, &mut rng);
+        let mut confusion = Confusion::new(classes);
+        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        for (b, indices) in batches.iter().enumerate() {
+            let (xs, ys) = make_batch(ds, indices, &norm, Some((&augmentation, &mut rng)), device)?;
+            let logits = model.net.forward_t(&xs, true)?;
+            let loss = smoothed_cross_entropy(&logits, &ys, t.label_smoothing)?;
+            let loss_value = loss.to_scalar::<f32>()? as f64;
+            if !loss_value.is_finite() {
+                return Ok(Outcome {
+                    ending: Ending::Diverged,
+                    epochs_run: epoch,
+                    best,
+                });
+            }
+            let grads = loss.backward()?;
+            optimizer.step(&grads, lr)?;
+            loss_sum += loss_value * indices.len() as f64;
+            seen += indices.len();
+            tally(&mut confusion, &logits, &ys)?;
+            sink.batch(b + 1, batches.len());
+        }
+        let train_seconds = started.elapsed().as_secs_f64();
+        let (val_loss, val) = evaluate(&model, ds, &split.val, &norm, t.eval_batch_size, device)?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_acc: confusion.accuracy(),
+            train_macro_f1: confusion.macro_f1(),
+            val_loss,
+            val_acc: val.accuracy(),
+            val_macro_f1: val.macro_f1(),
+            lr,
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_sec: seen as f64 / train_seconds.max(1e-9),
+        };
+        if !record.val_loss.is_finite() {
+            return Ok(Outcome {
+                ending: Ending::Diverged,
+                epochs_run: epoch,
+                best,
+            });
+        }
+        if best.as_ref().is_none_or(|b| record.val_acc > b.val_acc) {
+            best = Some(record.clone());
+        }
+        if sink.epoch(&record)? == Control::Stop {
+            return Ok(Outcome {
+                ending: Ending::Stopped,
+                epochs_run: epoch + 1,
+                best,
+            });
+        }
+    }
+    Ok(Outcome {
+        ending: Ending::Completed,
+        epochs_run: t.epochs,
+        best,
+    })
+}
+
+fn hyper(t: &TrainConfig) -> Hyper {
+    Hyper {
+        kind: t.optimizer,
+        momentum: t.momentum,
+        weight_decay: t.weight_decay,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    }
+}
+
+/// Mean cross-entropy against targets smoothed by `eps` (PyTorch's
+/// `CrossEntropyLoss(label_smoothing=eps)`).
+pub fn smoothed_cross_entropy(logits: &Tensor, targets: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = log_p.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?.mean_all()?;
+    if eps == 0.0 {
+        return Ok(nll);
+    }
+    let uniform = log_p.mean(D::Minus1)?.neg()?.mean_all()?;
+    (nll * (1.0 - eps))? + (uniform * eps)?
+}
+
+fn tally(confusion: &mut Confusion, logits: &Tensor, ys: &Tensor) -> candle_core::Result<()> {
+    let predicted = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    for (p, y) in predicted.iter().zip(ys.to_vec1::<u32>()?) {
+        confusion.add(y as usize, *p as usize);
+    }
+    Ok(())
+}
+
+/// Mean cross-entropy and the confusion matrix of `indices`, in eval mode.
+pub fn evaluate(model: &models::Model, ds: &Dataset, indices: &[usize], norm: &Normalizer, batch_size: usize, device: &Device) -> anyhow::Result<(f64, Confusion)> {
+    let mut confusion = Confusion::new(ds.classes.len());
+    let mut loss_sum = 0.0;
+    for batch in ordered_batches(indices, batch_size) {
+        let (xs, ys) = make_batch(ds, &batch, norm, None, device)?;
+        let logits = model.net.forward_t(&xs, false)?.detach();
+        loss_sum += smoothed_cross_entropy(&logits, &ys, 0.0)?.to_scalar::<f32>()? as f64 * batch.len() as f64;
+        tally(&mut confusion, &logits, &ys)?;
+    }
+    Ok((loss_sum / indices.len().max(1) as f64, confusion))
+}
