@@ -25,7 +25,9 @@ pub fn validate(spec: &Spec) -> Problems {
         ));
     }
     validate_data(&spec.data, &mut out);
-    validate_train(&spec.train, &[], &mut out);
+    for (field, msg) in train_problems(&spec.train) {
+        out.push((path(&["train", field]), msg));
+    }
     validate_backbones(spec, &mut out);
     validate_sweep(spec, &mut out);
     validate_scheduler(&spec.scheduler, &mut out);
@@ -66,12 +68,10 @@ fn validate_data(d: &DataConfig, out: &mut Problems) {
     }
 }
 
-/// Checks a train section; `prefix` names where a swept value came from.
-pub(super) fn validate_train(t: &TrainConfig, at: &[String], out: &mut Problems) {
-    let mut push = |field: &str, msg: String| {
-        let p = if at.is_empty() { path(&["train", field]) } else { at.to_vec() };
-        out.push((p, msg));
-    };
+/// Problems of a train section, by field name.
+fn train_problems(t: &TrainConfig) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut push = |field: &'static str, msg: String| out.push((field, msg));
     if !(1..=100_000).contains(&t.epochs) {
         push("epochs", format!("train.epochs must be in 1..=100000, got {}", t.epochs));
     }
@@ -109,6 +109,7 @@ pub(super) fn validate_train(t: &TrainConfig, at: &[String], out: &mut Problems)
         }
         seen.push(*a);
     }
+    out
 }
 
 fn validate_backbones(spec: &Spec, out: &mut Problems) {
@@ -153,7 +154,13 @@ fn validate_sweep(spec: &Spec, out: &mut Problems) {
                 continue;
             }
             match super::expand::with_field(&spec.train, key, item) {
-                Ok(train) => validate_train(&train, &at_item, out),
+                // Only the swept field: the rest of [train] is reported once, above.
+                Ok(train) => out.extend(
+                    train_problems(&train)
+                        .into_iter()
+                        .filter(|(field, _)| field == key)
+                        .map(|(_, msg)| (at_item.clone(), msg)),
+                ),
                 Err(msg) => out.push((at_item, format!("sweep.space.{key}[{i}]: {msg}"))),
             }
         }
