@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "fer-lab", version, about = "Facial-expression-recognition experiments: TOML spec -> candle training -> SQLite -> leaderboard")]
+#[command(
+    name = "fer-lab",
+    version,
+    about = "Facial-expression-recognition experiments: TOML spec -> candle training -> SQLite -> leaderboard"
+)]
 pub struct Cli {
     /// SQLite database holding sweeps, trials and epochs.
     #[arg(long, global = true, default_value = "runs/fer-lab.sqlite")]
@@ -82,17 +86,27 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
 
 /// Sizes candle's and rayon's thread pools once, before any tensor work.
 fn configure_threads(threads: usize) {
-    let n = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // SAFETY: called once at start-up, before fer-lab starts any thread.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     }
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Sweep { spec, overrides, threads } => {
+        Command::Sweep {
+            spec,
+            overrides,
+            threads,
+        } => {
             let loaded = spec::load(&spec, &overrides)?;
             configure_threads(threads.unwrap_or(loaded.spec.scheduler.threads));
             let summary = sched::run_sweep(&loaded, &cli.db)?;
@@ -107,46 +121,80 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.db.display()
             );
             if summary.failed > 0 {
-                anyhow::bail!("{} trial(s) failed; their errors are in the trials table", summary.failed);
+                anyhow::bail!(
+                    "{} trial(s) failed; their errors are in the trials table",
+                    summary.failed
+                );
             }
             Ok(())
         }
         Command::Leaderboard { sweep, format } => {
             if !cli.db.exists() {
-                return Err(UsageError(format!("no database at {}; run `fer-lab sweep SPEC` first or pass --db", cli.db.display())).into());
+                return Err(UsageError(format!(
+                    "no database at {}; run `fer-lab sweep SPEC` first or pass --db",
+                    cli.db.display()
+                ))
+                .into());
             }
             let store = Store::open(&cli.db)?;
             if let Some(name) = &sweep
                 && !store.sweep_names()?.contains(name)
             {
                 let known = store.sweep_names()?.join(", ");
-                return Err(UsageError(format!("no sweep named {name:?} in {}; stored sweeps: {known}", cli.db.display())).into());
+                return Err(UsageError(format!(
+                    "no sweep named {name:?} in {}; stored sweeps: {known}",
+                    cli.db.display()
+                ))
+                .into());
             }
             let rows = report::rows(&store.trials(sweep.as_deref())?);
             print!("{}", report::render(&rows, format));
             Ok(())
         }
         Command::Data {
-            command: DataCommand::Synth { out, per_class, size, seed },
+            command:
+                DataCommand::Synth {
+                    out,
+                    per_class,
+                    size,
+                    seed,
+                },
         } => {
             if !(2..=100_000).contains(&per_class) || !(16..=1024).contains(&size) {
                 return Err(UsageError(format!("--per-class must be in 2..=100000 and --size in 16..=1024, got {per_class} and {size}")).into());
             }
             let files = data::synth::write(&out, per_class, size, seed)?;
-            println!("wrote {} images in {} classes to {}", files.len(), data::synth::CLASSES.len(), out.display());
+            println!(
+                "wrote {} images in {} classes to {}",
+                files.len(),
+                data::synth::CLASSES.len(),
+                out.display()
+            );
             Ok(())
         }
         Command::Backbones => {
             let mut table = comfy_table::Table::new();
             table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-            table.set_header(["backbone", "family", "parameters (1000 classes)", "first conv", "classifier"]);
+            table.set_header([
+                "backbone",
+                "family",
+                "parameters (1000 classes)",
+                "first conv",
+                "classifier",
+            ]);
             let cfg = models::ModelConfig {
                 num_classes: 1000,
                 in_channels: 3,
             };
             for info in models::REGISTRY {
                 let model = models::build(info.name, &cfg, 0, &candle_core::Device::Cpu)?;
-                table.add_row([info.name.to_string(), info.family.to_string(), model.params.count().to_string(), info.first_conv.into(), info.classifier.into()]);
+                table.add_row([
+                    info.name.to_string(),
+                    info.family.to_string(),
+                    model.params.count().to_string(),
+                    info.first_conv.into(),
+                    info.classifier.into(),
+                ]);
             }
             println!("{table}");
             Ok(())

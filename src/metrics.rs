@@ -45,7 +45,11 @@ impl Confusion {
                 let predicted: u64 = (0..k).map(|r| self.counts[r][c]).sum();
                 let precision = ratio(tp, predicted);
                 let recall = ratio(tp, support);
-                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
                 ClassScore {
                     precision,
                     recall,
@@ -65,7 +69,11 @@ impl Confusion {
             .filter(|&c| scores[c].support > 0 || (0..k).any(|r| self.counts[r][c] > 0))
             .map(|c| scores[c].f1)
             .collect();
-        if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 }
+        if present.is_empty() {
+            0.0
+        } else {
+            present.iter().sum::<f64>() / present.len() as f64
+        }
     }
 }
 

@@ -58,7 +58,11 @@ pub fn rows(trials: &[TrialRow]) -> Vec<Row> {
 
 /// Names of every swept parameter among the rows, sorted.
 fn param_names(rows: &[Row]) -> Vec<String> {
-    rows.iter().flat_map(|r| r.params.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect()
+    rows.iter()
+        .flat_map(|r| r.params.keys().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 fn param_text(row: &Row, name: &str) -> String {
@@ -75,19 +79,40 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
 
 fn wall(seconds: f64) -> String {
     let s = seconds.round() as u64;
-    if s >= 3600 { format!("{}h{:02}m", s / 3600, (s % 3600) / 60) } else { format!("{}m{:02}s", s / 60, s % 60) }
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else {
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
 }
 
 /// Header and text cells shared by the table and CSV renderings.
 fn cells(rows: &[Row], for_csv: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let params = param_names(rows);
-    let mut header: Vec<String> = ["rank", "trial", "sweep", "backbone"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["rank", "trial", "sweep", "backbone"]
+        .map(String::from)
+        .to_vec();
     header.extend(params.iter().cloned());
-    header.extend(["status", "best_epoch", if for_csv { "val_acc" } else { "val acc %" }, "val_macro_f1", "epochs", "wall"].map(String::from));
+    header.extend(
+        [
+            "status",
+            "best_epoch",
+            if for_csv { "val_acc" } else { "val acc %" },
+            "val_macro_f1",
+            "epochs",
+            "wall",
+        ]
+        .map(String::from),
+    );
     let body = rows
         .iter()
         .map(|r| {
-            let mut line = vec![r.rank.to_string(), r.trial.to_string(), r.sweep.clone(), r.backbone.clone()];
+            let mut line = vec![
+                r.rank.to_string(),
+                r.trial.to_string(),
+                r.sweep.clone(),
+                r.backbone.clone(),
+            ];
             line.extend(params.iter().map(|p| param_text(r, p)));
             line.push(r.status.clone());
             line.push(r.best_epoch.map_or(String::new(), |e| e.to_string()));
@@ -113,11 +138,17 @@ pub fn render(rows: &[Row], format: Format) -> String {
         Format::Table => {
             let (header, body) = cells(rows, false);
             let mut table = Table::new();
-            table.load_style(UTF8_FULL_CONDENSED).set_header(header.clone());
+            table
+                .load_style(UTF8_FULL_CONDENSED)
+                .set_header(header.clone());
             for line in body {
                 table.add_row(line.into_iter().enumerate().map(|(i, c)| {
                     let numeric = !matches!(header[i].as_str(), "sweep" | "backbone" | "status");
-                    Cell::new(c).set_alignment(if numeric { CellAlignment::Right } else { CellAlignment::Left })
+                    Cell::new(c).set_alignment(if numeric {
+                        CellAlignment::Right
+                    } else {
+                        CellAlignment::Left
+                    })
                 }));
             }
             format!("{table}\n")
@@ -131,6 +162,9 @@ pub fn render(rows: &[Row], format: Format) -> String {
             }
             String::from_utf8(w.into_inner().expect("flush to memory")).expect("csv is utf-8")
         }
-        Format::Json => format!("{}\n", serde_json::to_string_pretty(rows).expect("rows serialise")),
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(rows).expect("rows serialise")
+        ),
     }
 }

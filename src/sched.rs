@@ -9,7 +9,7 @@
 use crate::data::{Dataset, split, synth};
 use crate::spec::{self, Devices, LoadedSpec, TrialPlan};
 use crate::store::{Store, TrialId, TrialStatus};
-use crate::train::{self, Control, EpochRecord, Ending, RunOptions, Sink};
+use crate::train::{self, Control, Ending, EpochRecord, RunOptions, Sink};
 use anyhow::{Context, bail};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,11 +44,20 @@ pub fn resolve_device(devices: &Devices) -> anyhow::Result<(Device, String)> {
             Ok((Device::Cpu, "cpu".into()))
         }
         name => {
-            let ordinal: usize = name.trim_start_matches("cuda:").parse().context("device ordinal")?;
+            let ordinal: usize = name
+                .trim_start_matches("cuda:")
+                .parse()
+                .context("device ordinal")?;
             if !cfg!(feature = "cuda") {
-                bail!("device {name} asked for, but this fer-lab was built without CUDA; rebuild with `cargo build --release --features cuda` or use devices = \"cpu\"");
+                bail!(
+                    "device {name} asked for, but this fer-lab was built without CUDA; rebuild with `cargo build --release --features cuda` or use devices = \"cpu\""
+                );
             }
-            let d = Device::new_cuda(ordinal).with_context(|| format!("device {name} is not available (no CUDA GPU with that ordinal, or no driver)"))?;
+            let d = Device::new_cuda(ordinal).with_context(|| {
+                format!(
+                    "device {name} is not available (no CUDA GPU with that ordinal, or no driver)"
+                )
+            })?;
             Ok((d, name.to_string()))
         }
     }
@@ -60,8 +69,16 @@ fn ensure_data(plan: &TrialPlan) -> anyhow::Result<PathBuf> {
     if root.exists() {
         return Ok(root);
     }
-    let Some(s) = &plan.data.synth else { return Ok(root) };
-    eprintln!("data: {} is absent; writing a synthetic set there ({} per class, {}x{})", root.display(), s.per_class, s.size, s.size);
+    let Some(s) = &plan.data.synth else {
+        return Ok(root);
+    };
+    eprintln!(
+        "data: {} is absent; writing a synthetic set there ({} per class, {}x{})",
+        root.display(),
+        s.per_class,
+        s.size,
+        s.size
+    );
     // Written beside the target and renamed, so a crash leaves no half set.
     let tmp = root.with_extension(format!("partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -69,7 +86,8 @@ fn ensure_data(plan: &TrialPlan) -> anyhow::Result<PathBuf> {
     if let Some(parent) = root.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::rename(&tmp, &root).with_context(|| format!("cannot move the synthetic set into {}", root.display()))?;
+    std::fs::rename(&tmp, &root)
+        .with_context(|| format!("cannot move the synthetic set into {}", root.display()))?;
     Ok(root)
 }
 
@@ -81,7 +99,12 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
     // Data first: a bad data root writes nothing to the database.
     let root = ensure_data(&plans[0])?;
     let ds = Dataset::load(&root, spec.data.image_size, spec.data.channels)?;
-    let split = split::stratified_holdout(&ds.labels, &ds.classes, spec.data.val_fraction, spec.experiment.seed)?;
+    let split = split::stratified_holdout(
+        &ds.labels,
+        &ds.classes,
+        spec.data.val_fraction,
+        spec.experiment.seed,
+    )?;
     eprintln!(
         "data: {} images in {} classes from {} ({} train / {} validation, holdout split)",
         ds.len(),
@@ -91,7 +114,12 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
         split.val.len()
     );
     let mut store = Store::open(db)?;
-    let (_, trials) = store.register(&spec.experiment.name, &loaded.path.display().to_string(), &loaded.resolved_toml(), &plans)?;
+    let (_, trials) = store.register(
+        &spec.experiment.name,
+        &loaded.path.display().to_string(),
+        &loaded.resolved_toml(),
+        &plans,
+    )?;
     let mut summary = SweepSummary {
         trials: plans.len(),
         ..SweepSummary::default()
@@ -104,11 +132,24 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
         .collect();
     summary.skipped = plans.len() - todo.len();
     if summary.skipped > 0 {
-        eprintln!("sweep {}: {} of {} trials already finished, skipped", spec.experiment.name, summary.skipped, plans.len());
+        eprintln!(
+            "sweep {}: {} of {} trials already finished, skipped",
+            spec.experiment.name,
+            summary.skipped,
+            plans.len()
+        );
     }
     for (n, (index, id)) in todo.iter().enumerate() {
         let plan = &plans[*index];
-        let label = format!("[{}/{}] {} {}", n + 1, todo.len(), plan.backbone.name, describe_params(plan));
+        let label = format!(
+            "[{}/{}] {} {}",
+            n + 1,
+            todo.len(),
+            plan.backbone.name,
+            describe_params(plan)
+        )
+        .trim_end()
+        .to_string();
         store.start_trial(*id, &device_name)?;
         let batches = split.train.len().div_ceil(plan.train.batch_size);
         let mut sink = StoreSink {
@@ -125,13 +166,20 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
                     Ending::Completed | Ending::Stopped => TrialStatus::Done,
                     Ending::Diverged => TrialStatus::Diverged,
                 };
-                let note = (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
+                let note =
+                    (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
                 store.finish_trial(*id, status, note)?;
                 match status {
                     TrialStatus::Diverged => summary.diverged += 1,
                     _ => summary.done += 1,
                 }
-                let best = outcome.best.map_or("no epoch".to_string(), |b| format!("best val acc {:.2}% at epoch {}", 100.0 * b.val_acc, b.epoch));
+                let best = outcome.best.map_or("no epoch".to_string(), |b| {
+                    format!(
+                        "best val acc {:.2}% at epoch {}",
+                        100.0 * b.val_acc,
+                        b.epoch
+                    )
+                });
                 eprintln!("{label}: {} ({best})", status.as_str());
             }
             Err(e) => {
@@ -146,7 +194,11 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
 }
 
 fn describe_params(plan: &TrialPlan) -> String {
-    plan.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+    plan.params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct StoreSink<'a> {

@@ -67,10 +67,18 @@ CREATE TABLE epochs (
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot create the folder for database {path}: {source}")]
-    Folder { path: PathBuf, source: std::io::Error },
-    #[error("database {path} has schema version {found}, newer than this fer-lab understands ({SCHEMA_VERSION}); upgrade fer-lab")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "database {path} has schema version {found}, newer than this fer-lab understands ({SCHEMA_VERSION}); upgrade fer-lab"
+    )]
     TooNew { path: PathBuf, found: i64 },
     #[error("no trial matches {0:?}")]
     NoSuchTrial(String),
@@ -185,11 +193,18 @@ impl Store {
     }
 
     fn setup(&self) -> Result<(), StoreError> {
-        self.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(self.err())?;
         self.conn
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .busy_timeout(std::time::Duration::from_secs(30))
             .map_err(self.err())?;
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            )
+            .map_err(self.err())?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err())?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),
@@ -198,7 +213,9 @@ impl Store {
         }
         if version < 1 {
             self.conn
-                .execute_batch(&format!("BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"))
+                .execute_batch(&format!(
+                    "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+                ))
                 .map_err(self.err())?;
         }
         Ok(())
@@ -207,9 +224,18 @@ impl Store {
     /// Records a sweep and its trials in one transaction. A sweep is found
     /// by name; a trial by its plan's key, so re-running a spec adds only
     /// new trials. Returns every plan's trial id and status.
-    pub fn register(&mut self, name: &str, spec_path: &str, spec_toml: &str, plans: &[TrialPlan]) -> Result<(SweepId, Vec<(TrialId, TrialStatus)>), StoreError> {
+    pub fn register(
+        &mut self,
+        name: &str,
+        spec_path: &str,
+        spec_toml: &str,
+        plans: &[TrialPlan],
+    ) -> Result<(SweepId, Vec<(TrialId, TrialStatus)>), StoreError> {
         let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(&err)?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spec_toml.as_bytes()));
         let at = now();
@@ -220,7 +246,11 @@ impl Store {
             params![name, spec_path, spec_toml, sha, at, env!("CARGO_PKG_VERSION")],
         )
         .map_err(&err)?;
-        let sweep: i64 = tx.query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| r.get(0)).map_err(&err)?;
+        let sweep: i64 = tx
+            .query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .map_err(&err)?;
         let mut out = Vec::new();
         for plan in plans {
             tx.execute(
@@ -230,7 +260,11 @@ impl Store {
             )
             .map_err(&err)?;
             let (id, status): (i64, String) = tx
-                .query_row("SELECT id, status FROM trials WHERE key = ?1", [plan.key()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row(
+                    "SELECT id, status FROM trials WHERE key = ?1",
+                    [plan.key()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .map_err(&err)?;
             out.push((TrialId(id), TrialStatus::parse(&status)));
         }
@@ -242,9 +276,13 @@ impl Store {
     /// unfinished attempt (training restarts from epoch 1).
     pub fn start_trial(&mut self, id: TrialId, device: &str) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(&err)?;
-        tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0]).map_err(&err)?;
+        tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0])
+            .map_err(&err)?;
         let at = now();
         tx.execute(
             "UPDATE trials SET status = 'running', device = ?2, attempts = attempts + 1, started_at = ?3,
@@ -259,7 +297,10 @@ impl Store {
     /// Stores one finished epoch and the trial's best-so-far, atomically.
     pub fn record_epoch(&mut self, id: TrialId, r: &EpochRecord) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(&err)?;
         let at = now();
         tx.execute(
@@ -283,7 +324,12 @@ impl Store {
     }
 
     /// Ends a trial in `status` (done, failed, diverged, pruned, interrupted).
-    pub fn finish_trial(&mut self, id: TrialId, status: TrialStatus, error: Option<&str>) -> Result<(), StoreError> {
+    pub fn finish_trial(
+        &mut self,
+        id: TrialId,
+        status: TrialStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "UPDATE trials SET status = ?2, finished_at = ?3, error = ?4 WHERE id = ?1",
@@ -359,7 +405,10 @@ impl Store {
 
     /// Names of stored sweeps, oldest first.
     pub fn sweep_names(&self) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT name FROM sweeps ORDER BY id").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM sweeps ORDER BY id")
+            .map_err(self.err())?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
@@ -367,7 +416,9 @@ impl Store {
     /// The stored plan of a trial, by id.
     pub fn plan_json(&self, id: TrialId) -> Result<String, StoreError> {
         self.conn
-            .query_row("SELECT plan_json FROM trials WHERE id = ?1", [id.0], |r| r.get(0))
+            .query_row("SELECT plan_json FROM trials WHERE id = ?1", [id.0], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.err())?
             .ok_or_else(|| StoreError::NoSuchTrial(id.0.to_string()))

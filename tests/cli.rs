@@ -12,29 +12,54 @@ fn fer_lab(dir: &Path) -> Command {
 }
 
 fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
 }
 
 #[test]
 fn help_on_every_command() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [&["--help"][..], &["sweep", "--help"], &["leaderboard", "--help"], &["data", "synth", "--help"], &["backbones", "--help"]] {
-        fer_lab(dir.path()).args(args).assert().success().stdout(contains("Usage: fer-lab"));
+    for args in [
+        &["--help"][..],
+        &["sweep", "--help"],
+        &["leaderboard", "--help"],
+        &["data", "synth", "--help"],
+        &["backbones", "--help"],
+    ] {
+        fer_lab(dir.path())
+            .args(args)
+            .assert()
+            .success()
+            .stdout(contains("Usage: fer-lab"));
     }
-    fer_lab(dir.path()).arg("--help").assert().stdout(contains("sweep")).stdout(contains("leaderboard"));
+    fer_lab(dir.path())
+        .arg("--help")
+        .assert()
+        .stdout(contains("sweep"))
+        .stdout(contains("leaderboard"));
 }
 
 #[test]
 fn bad_usage_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    fer_lab(dir.path()).args(["sweep", "--bogus"]).assert().code(2);
+    fer_lab(dir.path())
+        .args(["sweep", "--bogus"])
+        .assert()
+        .code(2);
     fer_lab(dir.path()).arg("fly").assert().code(2);
     fer_lab(dir.path())
         .args(["leaderboard", "--db", "none.sqlite"])
         .assert()
         .code(2)
-        .stderr("fer-lab: no database at none.sqlite; run `fer-lab sweep SPEC` first or pass --db\n");
-    fer_lab(dir.path()).args(["data", "synth", "--out", "x", "--size", "4"]).assert().code(2);
+        .stderr(
+            "fer-lab: no database at none.sqlite; run `fer-lab sweep SPEC` first or pass --db\n",
+        );
+    fer_lab(dir.path())
+        .args(["data", "synth", "--out", "x", "--size", "4"])
+        .assert()
+        .code(2);
 }
 
 #[test]
@@ -46,22 +71,42 @@ fn a_bad_spec_exits_2_and_writes_nothing() {
         .args(["sweep", "bad.toml", "--db", "runs/x.sqlite"])
         .assert()
         .code(2)
-        .stderr(contains("fer-lab: bad.toml:6:1: unknown field `epochz`, expected one of `epochs`"));
-    std::fs::write(&spec, "[experiment]\nname = \"b\"\n\n[train]\nlr = 0\n\n[[backbone]]\nname = \"resnet18\"\n").unwrap();
+        .stderr(contains(
+            "fer-lab: bad.toml:6:1: unknown field `epochz`, expected one of `epochs`",
+        ));
+    std::fs::write(
+        &spec,
+        "[experiment]\nname = \"b\"\n\n[train]\nlr = 0\n\n[[backbone]]\nname = \"resnet18\"\n",
+    )
+    .unwrap();
     fer_lab(dir.path())
         .args(["sweep", "bad.toml", "--db", "runs/x.sqlite", "--set", "train.epochs=0"])
         .assert()
         .code(2)
         .stderr("fer-lab: --set train.epochs=0: train.epochs must be in 1..=100000, got 0\nbad.toml:5:6: train.lr must be > 0 and <= 10, got 0\n");
-    fer_lab(dir.path()).args(["sweep", "missing.toml"]).assert().code(2).stderr(contains("missing.toml: cannot read spec"));
-    assert!(!dir.path().join("runs").exists(), "nothing may be written for a bad spec");
+    fer_lab(dir.path())
+        .args(["sweep", "missing.toml"])
+        .assert()
+        .code(2)
+        .stderr(contains("missing.toml: cannot read spec"));
+    assert!(
+        !dir.path().join("runs").exists(),
+        "nothing may be written for a bad spec"
+    );
 }
 
 #[test]
 fn a_missing_data_root_exits_1_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     fer_lab(dir.path())
-        .args(["sweep", &repo("experiments/backbones.toml"), "--db", "runs/x.sqlite", "--set", "data.root=no/such/dir"])
+        .args([
+            "sweep",
+            &repo("experiments/backbones.toml"),
+            "--db",
+            "runs/x.sqlite",
+            "--set",
+            "data.root=no/such/dir",
+        ])
         .assert()
         .code(1)
         .stderr(contains("data root no/such/dir does not exist"));
@@ -70,14 +115,26 @@ fn a_missing_data_root_exits_1_and_writes_nothing() {
 
 fn count_epochs(db: &Path) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0)).unwrap()
+    conn.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
 fn sweep_then_leaderboard_then_resume() {
     let dir = tempfile::tempdir().unwrap();
     fer_lab(dir.path())
-        .args(["data", "synth", "--out", "faces", "--per-class", "8", "--size", "24", "--seed", "1"])
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "faces",
+            "--per-class",
+            "8",
+            "--size",
+            "24",
+            "--seed",
+            "1",
+        ])
         .assert()
         .success()
         .stdout("wrote 56 images in 7 classes to faces\n");
@@ -97,23 +154,58 @@ fn sweep_then_leaderboard_then_resume() {
     let db = dir.path().join("out/t.sqlite");
     assert_eq!(count_epochs(&db), 4);
 
-    let csv = fer_lab(dir.path()).args(["leaderboard", "--db", "out/t.sqlite", "--format", "csv"]).output().unwrap();
+    let csv = fer_lab(dir.path())
+        .args(["leaderboard", "--db", "out/t.sqlite", "--format", "csv"])
+        .output()
+        .unwrap();
     assert!(csv.status.success());
     let text = String::from_utf8(csv.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "rank,trial,sweep,backbone,lr,status,best_epoch,val_acc,val_macro_f1,epochs,wall");
+    assert_eq!(
+        lines[0],
+        "rank,trial,sweep,backbone,lr,status,best_epoch,val_acc,val_macro_f1,epochs,wall"
+    );
     assert_eq!(lines.len(), 3, "{text}");
-    let epochs_run: i64 = lines[1..].iter().map(|l| l.split(',').nth(9).unwrap().parse::<i64>().unwrap()).sum();
+    let epochs_run: i64 = lines[1..]
+        .iter()
+        .map(|l| l.split(',').nth(9).unwrap().parse::<i64>().unwrap())
+        .sum();
     assert_eq!(epochs_run, count_epochs(&db));
-    assert!(lines[1..].iter().all(|l| l.contains(",tiny,resnet10,") && l.contains(",done,")));
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains(",tiny,resnet10,") && l.contains(",done,"))
+    );
 
-    let json = fer_lab(dir.path()).args(["leaderboard", "--db", "out/t.sqlite", "--format", "json", "--sweep", "tiny"]).output().unwrap();
+    let json = fer_lab(dir.path())
+        .args([
+            "leaderboard",
+            "--db",
+            "out/t.sqlite",
+            "--format",
+            "json",
+            "--sweep",
+            "tiny",
+        ])
+        .output()
+        .unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2);
     assert_eq!(rows[0]["epochs_run"], 2);
-    let table = fer_lab(dir.path()).args(["leaderboard", "--db", "out/t.sqlite"]).output().unwrap();
-    assert!(String::from_utf8(table.stdout).unwrap().contains("val acc %"));
-    fer_lab(dir.path()).args(["leaderboard", "--db", "out/t.sqlite", "--sweep", "nope"]).assert().code(2).stderr(contains("stored sweeps: tiny"));
+    let table = fer_lab(dir.path())
+        .args(["leaderboard", "--db", "out/t.sqlite"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(table.stdout)
+            .unwrap()
+            .contains("val acc %")
+    );
+    fer_lab(dir.path())
+        .args(["leaderboard", "--db", "out/t.sqlite", "--sweep", "nope"])
+        .assert()
+        .code(2)
+        .stderr(contains("stored sweeps: tiny"));
 
     // Running the same spec again trains nothing and writes no epoch.
     fer_lab(dir.path())
@@ -124,7 +216,16 @@ fn sweep_then_leaderboard_then_resume() {
     assert_eq!(count_epochs(&db), 4);
     // A new grid point is added beside the finished ones.
     fer_lab(dir.path())
-        .args(["sweep", "tiny.toml", "--db", "out/t.sqlite", "--set", "sweep.space.lr=[0.001, 0.003]", "--set", "train.epochs=2"])
+        .args([
+            "sweep",
+            "tiny.toml",
+            "--db",
+            "out/t.sqlite",
+            "--set",
+            "sweep.space.lr=[0.001, 0.003]",
+            "--set",
+            "train.epochs=2",
+        ])
         .assert()
         .success()
         .stderr(contains("1 of 2 trials already finished, skipped"));
@@ -136,12 +237,26 @@ fn smoke_spec_makes_its_own_data() {
     let dir = tempfile::tempdir().unwrap();
     fer_lab(dir.path())
         .args(["sweep", &repo("experiments/smoke.toml"), "--db", "s.sqlite"])
-        .args(["--set", "data.root=synth", "--set", "data.synth.per_class=6", "--set", "train.epochs=1", "--set", "sweep.space.lr=[0.001]"])
+        .args([
+            "--set",
+            "data.root=synth",
+            "--set",
+            "data.synth.per_class=6",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "sweep.space.lr=[0.001]",
+        ])
         .assert()
         .success()
-        .stderr(contains("data: synth is absent; writing a synthetic set there (6 per class, 48x48)"))
+        .stderr(contains(
+            "data: synth is absent; writing a synthetic set there (6 per class, 48x48)",
+        ))
         .stderr(contains("sweep smoke: 2 trials: 2 trained"));
-    assert_eq!(std::fs::read_dir(dir.path().join("synth")).unwrap().count(), 7);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("synth")).unwrap().count(),
+        7
+    );
     assert_eq!(count_epochs(&dir.path().join("s.sqlite")), 2);
 }
 
@@ -150,7 +265,8 @@ fn every_shipped_spec_is_valid() {
     for entry in std::fs::read_dir(repo("experiments")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let loaded = fer_lab::spec::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let loaded = fer_lab::spec::load(&path, &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!fer_lab::spec::expand(&loaded.spec).is_empty());
         }
     }

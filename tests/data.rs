@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 fn write_grey(path: &Path, w: u32, h: u32, value: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    image::GrayImage::from_pixel(w, h, image::Luma([value])).save(path).unwrap();
+    image::GrayImage::from_pixel(w, h, image::Luma([value]))
+        .save(path)
+        .unwrap();
 }
 
 /// The real CK+48 beside the checkout (../shared), or None to skip.
@@ -57,16 +59,34 @@ fn data_errors_name_the_problem() {
 
     write_grey(&dir.path().join("one/a.png"), 8, 8, 1);
     let err = Dataset::load(dir.path(), 16, 1).unwrap_err();
-    assert_eq!(err.to_string(), format!("data root {} has 1 class folder(s); at least 2 are needed (one folder per class)", dir.path().display()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "data root {} has 1 class folder(s); at least 2 are needed (one folder per class)",
+            dir.path().display()
+        )
+    );
 
     std::fs::create_dir_all(dir.path().join("two")).unwrap();
     let err = Dataset::load(dir.path(), 16, 1).unwrap_err();
-    assert_eq!(err.to_string(), format!("class folder {} holds no images", dir.path().join("two").display()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "class folder {} holds no images",
+            dir.path().join("two").display()
+        )
+    );
 
     std::fs::write(dir.path().join("two/notes.png"), b"this is not a picture").unwrap();
     let err = Dataset::load(dir.path(), 16, 1).unwrap_err();
     let text = err.to_string();
-    assert!(text.starts_with(&format!("{} is not an image fer-lab can read", dir.path().join("two/notes.png").display())), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "{} is not an image fer-lab can read",
+            dir.path().join("two/notes.png").display()
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -81,7 +101,10 @@ fn holdout_is_stratified_seeded_and_disjoint() {
     assert_eq!(s, stratified_holdout(&labels, &classes, 0.2, 1).unwrap());
     assert_ne!(s, stratified_holdout(&labels, &classes, 0.2, 2).unwrap());
     let err = stratified_holdout(&[0, 0, 1], &classes, 0.2, 1).unwrap_err();
-    assert_eq!(err.to_string(), "class \"b\" has 1 image(s); a train/validation split needs at least 2 per class");
+    assert_eq!(
+        err.to_string(),
+        "class \"b\" has 1 image(s); a train/validation split needs at least 2 per class"
+    );
 }
 
 #[test]
@@ -94,26 +117,41 @@ fn batches_are_normalised_and_augmented_deterministically() {
         img.save(dir.path().join(class).join("x.png")).unwrap();
     }
     let ds = Dataset::load(dir.path(), 16, 1).unwrap();
-    let norm = Normalizer { mean: vec![0.5], std: vec![0.5] };
+    let norm = Normalizer {
+        mean: vec![0.5],
+        std: vec![0.5],
+    };
     let (xs, ys) = make_batch(&ds, &[1, 0], &norm, None, &candle_core::Device::Cpu).unwrap();
     assert_eq!(xs.dims(), [2, 1, 16, 16]);
     assert_eq!(ys.to_vec1::<u32>().unwrap(), [1, 0]);
     let v = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(v.iter().all(|x| (-1.0..=1.0).contains(x)));
 
-    let flip = Augmentation { hflip: true, shift: 2 };
+    let flip = Augmentation {
+        hflip: true,
+        shift: 2,
+    };
     let run = |seed| {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        make_batch(&ds, &[0, 1, 0, 1], &norm, Some((&flip, &mut rng)), &candle_core::Device::Cpu)
-            .unwrap()
-            .0
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
+        make_batch(
+            &ds,
+            &[0, 1, 0, 1],
+            &norm,
+            Some((&flip, &mut rng)),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap()
+        .0
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
     };
     assert_eq!(run(5), run(5));
-    assert_ne!(run(5), v.iter().chain(v.iter()).copied().collect::<Vec<_>>());
+    assert_ne!(
+        run(5),
+        v.iter().chain(v.iter()).copied().collect::<Vec<_>>()
+    );
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let batches = epoch_batches(&(0..9).collect::<Vec<_>>(), 4, &mut rng);
@@ -131,24 +169,44 @@ fn synthetic_set_is_reproducible_and_shaped_like_ckplus() {
     let ds = Dataset::load(a.path(), 24, 1).unwrap();
     assert_eq!(ds.classes, synth::CLASSES);
     assert_eq!(ds.class_counts(), vec![5; 7]);
-    let name = ds.files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let name = ds.files[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(regex_like_ckplus(&name), "{name}");
     for f in &ds.files {
-        assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap(), "{}", f.display());
+        assert_eq!(
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+            "{}",
+            f.display()
+        );
     }
     // Classes differ: mean images of two classes are far apart.
     let mean = |label: usize| -> Vec<f64> {
         let idx: Vec<usize> = (0..ds.len()).filter(|&i| ds.labels[i] == label).collect();
-        (0..24 * 24).map(|p| idx.iter().map(|&i| ds.image(i)[p] as f64).sum::<f64>() / idx.len() as f64).collect()
+        (0..24 * 24)
+            .map(|p| idx.iter().map(|&i| ds.image(i)[p] as f64).sum::<f64>() / idx.len() as f64)
+            .collect()
     };
     let (happy, surprise) = (mean(4), mean(6));
-    let dist: f64 = happy.iter().zip(&surprise).map(|(a, b)| (a - b).abs()).sum::<f64>() / happy.len() as f64;
+    let dist: f64 = happy
+        .iter()
+        .zip(&surprise)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / happy.len() as f64;
     assert!(dist > 2.0, "class means differ by {dist}");
 }
 
 fn regex_like_ckplus(name: &str) -> bool {
     let b = name.as_bytes();
-    name.len() == "S001_001_00000001.png".len() && b[0] == b'S' && b[4] == b'_' && b[8] == b'_' && name.ends_with(".png")
+    name.len() == "S001_001_00000001.png".len()
+        && b[0] == b'S'
+        && b[4] == b'_'
+        && b[8] == b'_'
+        && name.ends_with(".png")
 }
 
 #[test]
@@ -156,7 +214,12 @@ fn ckplus_holdout_is_785_196() {
     let Some(root) = ckplus() else { return };
     let ds = Dataset::load(&root, 48, 1).unwrap();
     assert_eq!(ds.len(), 981);
-    assert_eq!(ds.classes, ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"]);
+    assert_eq!(
+        ds.classes,
+        [
+            "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"
+        ]
+    );
     assert_eq!(ds.class_counts(), [135, 54, 177, 75, 207, 84, 249]);
     let s = stratified_holdout(&ds.labels, &ds.classes, 0.2, 42).unwrap();
     assert_eq!((s.train.len(), s.val.len()), (785, 196));

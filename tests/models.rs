@@ -15,7 +15,12 @@ const IMAGENET: ModelConfig = ModelConfig {
 #[test]
 fn parameter_counts_match_torchvision() {
     // sum(p.numel() for p in torchvision.models.<name>().parameters())
-    for (name, count) in [("resnet18", 11_689_512), ("resnet34", 21_797_672), ("resnet50", 25_557_032), ("resnet101", 44_549_160)] {
+    for (name, count) in [
+        ("resnet18", 11_689_512),
+        ("resnet34", 21_797_672),
+        ("resnet50", 25_557_032),
+        ("resnet101", 44_549_160),
+    ] {
         let m = models::build(name, &IMAGENET, 0, &Device::Cpu).unwrap();
         assert_eq!(m.params.count(), count, "{name}");
     }
@@ -48,7 +53,10 @@ fn every_backbone_runs_forward_and_backward_on_small_inputs() {
         num_classes: 7,
         in_channels: 1,
     };
-    for info in models::REGISTRY.iter().filter(|b| ["resnet10", "resnet18", "resnet50"].contains(&b.name)) {
+    for info in models::REGISTRY
+        .iter()
+        .filter(|b| ["resnet10", "resnet18", "resnet50"].contains(&b.name))
+    {
         let m = models::build(info.name, &cfg, 1, &Device::Cpu).unwrap();
         for size in [32, 33, 48] {
             let x = Tensor::randn(0f32, 1.0, (2, 1, size, size), &Device::Cpu).unwrap();
@@ -57,8 +65,18 @@ fn every_backbone_runs_forward_and_backward_on_small_inputs() {
             let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             let (_, w) = &m.params.trainable()[0];
             let g = grads.get(w.as_tensor()).expect("conv1 has a gradient");
-            let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm.is_finite() && norm > 0.0, "{} at {size}: |grad| = {norm}", info.name);
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm.is_finite() && norm > 0.0,
+                "{} at {size}: |grad| = {norm}",
+                info.name
+            );
         }
     }
 }
@@ -70,19 +88,43 @@ fn batch_norm_updates_running_stats_in_training_only() {
         in_channels: 1,
     };
     let m = models::build("resnet10", &cfg, 1, &Device::Cpu).unwrap();
-    let mean = || m.params.varmap().data().lock().unwrap()["bn1.running_mean"].as_tensor().to_vec1::<f32>().unwrap();
+    let mean = || {
+        m.params.varmap().data().lock().unwrap()["bn1.running_mean"]
+            .as_tensor()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
     let x = (Tensor::randn(0f32, 1.0, (4, 1, 32, 32), &Device::Cpu).unwrap() + 3.0).unwrap();
     let before = mean();
-    let e1 = m.net.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
-    assert_eq!(before, mean(), "evaluation must not touch running statistics");
-    let e2 = m.net.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+    let e1 = m
+        .net
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    assert_eq!(
+        before,
+        mean(),
+        "evaluation must not touch running statistics"
+    );
+    let e2 = m
+        .net
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     assert_eq!(e1, e2);
     m.net.forward_t(&x, true).unwrap();
     let after = mean();
     assert_ne!(before, after, "training must update running statistics");
     // momentum 0.1 from zero: running_mean = 0.1 * batch mean.
     assert!(after.iter().any(|v| v.abs() > 1e-3));
-    let e3 = m.net.forward_t(&x, false).unwrap().to_vec2::<f32>().unwrap();
+    let e3 = m
+        .net
+        .forward_t(&x, false)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     assert_ne!(e1, e3, "evaluation uses the updated running statistics");
 }
 
@@ -94,14 +136,22 @@ fn initialisation_is_seeded() {
     };
     let weights = |seed| {
         let m = models::build("resnet10", &cfg, seed, &Device::Cpu).unwrap();
-        m.params.varmap().data().lock().unwrap()["layer2.0.conv1.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        m.params.varmap().data().lock().unwrap()["layer2.0.conv1.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     };
     assert_eq!(weights(5), weights(5));
     assert_ne!(weights(5), weights(6));
     // Kaiming normal, fan-out: std = sqrt(2 / (128 * 3 * 3)).
     let w = weights(5);
     let std = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
-    assert!((std / (2.0f32 / 1152.0).sqrt() - 1.0).abs() < 0.05, "std {std}");
+    assert!(
+        (std / (2.0f32 / 1152.0).sqrt() - 1.0).abs() < 0.05,
+        "std {std}"
+    );
 }
 
 /// PyTorch's MaxPool2d(3, stride 2, padding 1) written out directly.
@@ -137,17 +187,32 @@ fn padded_max_pool_matches_reference_forward_and_backward() {
     for (h, w) in [(24, 24), (7, 9), (2, 3), (13, 12)] {
         let n = 3;
         // Distinct non-negative values (post-ReLU inputs, no ties).
-        let values: Vec<f32> = (0..n * h * w).map(|i| ((i * 7919) % (n * h * w)) as f32 * 0.01).collect();
-        let x = Var::from_tensor(&Tensor::from_vec(values.clone(), (n, 1, h, w), &Device::Cpu).unwrap()).unwrap();
+        let values: Vec<f32> = (0..n * h * w)
+            .map(|i| ((i * 7919) % (n * h * w)) as f32 * 0.01)
+            .collect();
+        let x = Var::from_tensor(
+            &Tensor::from_vec(values.clone(), (n, 1, h, w), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
         let y = layers::max_pool_3x3_s2_after_relu(x.as_tensor()).unwrap();
         let (want, argmax, oh, ow) = reference_pool(&values, n, h, w);
         assert_eq!(y.dims(), [n, 1, oh, ow]);
-        assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want, "{h}x{w}");
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want,
+            "{h}x{w}"
+        );
         // d(sum(y * r))/dx routes each r to its window's arg-max.
         let r: Vec<f32> = (0..want.len()).map(|i| 1.0 + i as f32).collect();
         let rt = Tensor::from_vec(r.clone(), y.dims(), &Device::Cpu).unwrap();
         let grads = (y * rt).unwrap().sum_all().unwrap().backward().unwrap();
-        let got = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = grads
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let mut expected = vec![0f32; values.len()];
         for (k, &src) in argmax.iter().enumerate() {
             expected[src] += r[k];
@@ -172,7 +237,11 @@ fn run_optimizer(kind: OptimizerKind, fused: bool, steps: usize) -> Vec<f32> {
         let loss = (p.as_tensor().powf(3.0).unwrap().sum_all().unwrap() / 3.0).unwrap();
         opt.step(&loss.backward().unwrap(), 0.1).unwrap();
     }
-    p.as_tensor().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()
+    p.as_tensor()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -199,7 +268,11 @@ fn optimisers_follow_pytorch_rules() {
 
 #[test]
 fn fused_and_tensor_optimisers_agree() {
-    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam, OptimizerKind::Adamw] {
+    for kind in [
+        OptimizerKind::Sgd,
+        OptimizerKind::Adam,
+        OptimizerKind::Adamw,
+    ] {
         let (a, b) = (run_optimizer(kind, true, 5), run_optimizer(kind, false, 5));
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{kind:?}: {a:?} vs {b:?}");

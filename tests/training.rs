@@ -5,7 +5,7 @@ use candle_core::Device;
 use fer_lab::data::{Dataset, split::stratified_holdout, synth};
 use fer_lab::spec::{self, TrialPlan};
 use fer_lab::store::{Store, TrialStatus};
-use fer_lab::train::{self, Control, EpochRecord, Ending, RunOptions, Sink};
+use fer_lab::train::{self, Control, Ending, EpochRecord, RunOptions, Sink};
 use std::sync::OnceLock;
 
 #[derive(Default)]
@@ -47,7 +47,15 @@ fn train(plan: &TrialPlan, per_class: usize) -> Vec<EpochRecord> {
     let ds = dataset(per_class);
     let split = stratified_holdout(&ds.labels, &ds.classes, 0.2, plan.seed).unwrap();
     let mut sink = Memory::default();
-    let outcome = train::run(plan, ds, &split, &Device::Cpu, &mut sink, RunOptions::default()).unwrap();
+    let outcome = train::run(
+        plan,
+        ds,
+        &split,
+        &Device::Cpu,
+        &mut sink,
+        RunOptions::default(),
+    )
+    .unwrap();
     assert_eq!(outcome.ending, Ending::Completed);
     assert_eq!(outcome.epochs_run, sink.0.len());
     let best = outcome.best.unwrap();
@@ -57,7 +65,20 @@ fn train(plan: &TrialPlan, per_class: usize) -> Vec<EpochRecord> {
 
 /// Records without the wall-clock fields, which differ run to run.
 fn numbers(records: &[EpochRecord]) -> Vec<[f64; 7]> {
-    records.iter().map(|r| [r.train_loss, r.train_acc, r.train_macro_f1, r.val_loss, r.val_acc, r.val_macro_f1, r.lr]).collect()
+    records
+        .iter()
+        .map(|r| {
+            [
+                r.train_loss,
+                r.train_acc,
+                r.train_macro_f1,
+                r.val_loss,
+                r.val_acc,
+                r.val_macro_f1,
+                r.lr,
+            ]
+        })
+        .collect()
 }
 
 #[test]
@@ -67,13 +88,21 @@ fn two_epochs_learn() {
     assert!(records[1].train_loss < records[0].train_loss, "{records:?}");
     let chance = 1.0 / 7.0;
     assert!(records[1].train_acc > 2.0 * chance, "{records:?}");
-    assert!(records.iter().any(|r| r.val_acc > 1.5 * chance), "{records:?}");
-    assert!(records.iter().all(|r| r.seconds > 0.0 && r.images_per_sec > 0.0));
+    assert!(
+        records.iter().any(|r| r.val_acc > 1.5 * chance),
+        "{records:?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.seconds > 0.0 && r.images_per_sec > 0.0)
+    );
 }
 
 #[test]
 fn same_plan_same_numbers() {
-    let p = plan("augment = [\"hflip\", \"shift\"]\nlabel_smoothing = 0.1\nlr_schedule = \"cosine\"");
+    let p =
+        plan("augment = [\"hflip\", \"shift\"]\nlabel_smoothing = 0.1\nlr_schedule = \"cosine\"");
     let (a, b) = (train(&p, 10), train(&p, 10));
     assert_eq!(numbers(&a), numbers(&b));
     // A different seed is a different run.
@@ -85,9 +114,15 @@ fn same_plan_same_numbers() {
 #[test]
 fn sgd_and_adamw_train_too() {
     // Both must run and keep finite losses; whether they learn is two_epochs_learn's job.
-    for extra in ["optimizer = \"sgd\"\nmomentum = 0.9\nweight_decay = 0.0005", "optimizer = \"adamw\"\nweight_decay = 0.01"] {
+    for extra in [
+        "optimizer = \"sgd\"\nmomentum = 0.9\nweight_decay = 0.0005",
+        "optimizer = \"adamw\"\nweight_decay = 0.01",
+    ] {
         let records = train(&plan(extra), 10);
-        assert!(records.iter().all(|r| r.train_loss.is_finite()), "{extra}: {records:?}");
+        assert!(
+            records.iter().all(|r| r.train_loss.is_finite()),
+            "{extra}: {records:?}"
+        );
     }
 }
 
@@ -130,7 +165,10 @@ fn store_round_trips_trials_and_epochs() {
     assert_eq!(again[0], (trials[0].0, TrialStatus::Pending));
     let rows = store.trials(Some("rt")).unwrap();
     assert_eq!(rows[0].id, id, "the trial with results ranks first");
-    assert_eq!((rows[0].best_epoch, rows[0].best_val_acc, rows[0].epochs_run), (Some(2), Some(0.8), 3));
+    assert_eq!(
+        (rows[0].best_epoch, rows[0].best_val_acc, rows[0].epochs_run),
+        (Some(2), Some(0.8), 3)
+    );
     assert!((rows[0].wall_seconds - 4.5).abs() < 1e-9);
     assert_eq!(rows[0].params_json, r#"{"lr":0.2}"#);
     assert_eq!(rows[1].status, TrialStatus::Pending);
@@ -138,5 +176,14 @@ fn store_round_trips_trials_and_epochs() {
     // A restarted trial starts from a clean slate.
     store.start_trial(id, "cpu").unwrap();
     assert!(store.epochs(id).unwrap().is_empty());
-    assert_eq!(store.trials(None).unwrap().iter().find(|r| r.id == id).unwrap().status, TrialStatus::Running);
+    assert_eq!(
+        store
+            .trials(None)
+            .unwrap()
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap()
+            .status,
+        TrialStatus::Running
+    );
 }

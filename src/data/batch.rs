@@ -64,18 +64,29 @@ pub fn make_batch(
         {
             let flip = aug.hflip && rng.random_bool(0.5);
             let k = aug.shift as i64;
-            let (dy, dx) = if k > 0 { (rng.random_range(-k..=k), rng.random_range(-k..=k)) } else { (0, 0) };
+            let (dy, dx) = if k > 0 {
+                (rng.random_range(-k..=k), rng.random_range(-k..=k))
+            } else {
+                (0, 0)
+            };
             transform(img, c, s, flip, dy, dx, &mut shifted);
             img = &shifted;
         }
         for ch in 0..c {
             let (m, sd) = (norm.mean[ch], norm.std[ch]);
-            xs.extend(img[ch * plane..(ch + 1) * plane].iter().map(|&p| (p as f32 / 255.0 - m) / sd));
+            xs.extend(
+                img[ch * plane..(ch + 1) * plane]
+                    .iter()
+                    .map(|&p| (p as f32 / 255.0 - m) / sd),
+            );
         }
     }
     let ys: Vec<u32> = indices.iter().map(|&i| ds.labels[i] as u32).collect();
     let n = indices.len();
-    Ok((Tensor::from_vec(xs, (n, c, s, s), device)?, Tensor::from_vec(ys, n, device)?))
+    Ok((
+        Tensor::from_vec(xs, (n, c, s, s), device)?,
+        Tensor::from_vec(ys, n, device)?,
+    ))
 }
 
 /// out[y][x] = img[y - dy][x' - dx] with x' = flipped x; edges replicated.

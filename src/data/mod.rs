@@ -12,19 +12,28 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("data root {0} does not exist; set data.root (or --set data.root=PATH) to a folder of class folders")]
+    #[error(
+        "data root {0} does not exist; set data.root (or --set data.root=PATH) to a folder of class folders"
+    )]
     MissingRoot(PathBuf),
     #[error("data root {0} is not a folder")]
     NotAFolder(PathBuf),
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("data root {root} has {found} class folder(s); at least 2 are needed (one folder per class)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "data root {root} has {found} class folder(s); at least 2 are needed (one folder per class)"
+    )]
     TooFewClasses { root: PathBuf, found: usize },
     #[error("class folder {0} holds no images")]
     EmptyClass(PathBuf),
     #[error("{path} is not an image fer-lab can read (PNG or JPEG): {reason}")]
     NotAnImage { path: PathBuf, reason: String },
-    #[error("class {class:?} has {count} image(s); a train/validation split needs at least 2 per class")]
+    #[error(
+        "class {class:?} has {count} image(s); a train/validation split needs at least 2 per class"
+    )]
     ClassTooSmall { class: String, count: usize },
 }
 
@@ -171,11 +180,19 @@ fn decode(path: &Path, size: usize, channels: usize) -> Result<Vec<u8>, DataErro
     let resize = |w: u32, h: u32| w != s || h != s;
     Ok(if channels == 1 {
         let g = img.to_luma8();
-        let g = if resize(g.width(), g.height()) { image::imageops::resize(&g, s, s, f) } else { g };
+        let g = if resize(g.width(), g.height()) {
+            image::imageops::resize(&g, s, s, f)
+        } else {
+            g
+        };
         g.into_raw()
     } else {
         let rgb = img.to_rgb8();
-        let rgb = if resize(rgb.width(), rgb.height()) { image::imageops::resize(&rgb, s, s, f) } else { rgb };
+        let rgb = if resize(rgb.width(), rgb.height()) {
+            image::imageops::resize(&rgb, s, s, f)
+        } else {
+            rgb
+        };
         // Interleaved HWC to planar CHW.
         let raw = rgb.into_raw();
         let plane = size * size;

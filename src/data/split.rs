@@ -15,7 +15,12 @@ pub struct Split {
 
 /// Stratified holdout: in every class, `round(n * val_fraction)` images
 /// (at least one, and at least one left for training) go to validation.
-pub fn stratified_holdout(labels: &[usize], classes: &[String], val_fraction: f64, seed: u64) -> Result<Split, DataError> {
+pub fn stratified_holdout(
+    labels: &[usize],
+    classes: &[String],
+    val_fraction: f64,
+    seed: u64,
+) -> Result<Split, DataError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut split = Split {
         train: Vec::new(),
@@ -30,7 +35,8 @@ pub fn stratified_holdout(labels: &[usize], classes: &[String], val_fraction: f6
             });
         }
         members.shuffle(&mut rng);
-        let n_val = ((members.len() as f64 * val_fraction).round() as usize).clamp(1, members.len() - 1);
+        let n_val =
+            ((members.len() as f64 * val_fraction).round() as usize).clamp(1, members.len() - 1);
         split.val.extend_from_slice(&members[..n_val]);
         split.train.extend_from_slice(&members[n_val..]);
     }

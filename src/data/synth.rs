@@ -13,7 +13,9 @@ use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
-pub const CLASSES: [&str; 7] = ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"];
+pub const CLASSES: [&str; 7] = [
+    "anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise",
+];
 
 /// Face parts at full expression; a frame blends them with neutral.
 #[derive(Debug, Clone, Copy)]
@@ -42,13 +44,59 @@ const NEUTRAL: Expression = Expression {
 fn expression(class: usize) -> Expression {
     let n = NEUTRAL;
     match CLASSES[class] {
-        "anger" => Expression { brow_inner: -0.22, brow_outer: -0.40, eye_open: 0.05, mouth_width: 0.22, mouth_curve: -0.05, ..n },
-        "contempt" => Expression { mouth_width: 0.26, mouth_asym: 0.10, eye_open: 0.06, ..n },
-        "disgust" => Expression { brow_inner: -0.27, eye_open: 0.035, mouth_curve: -0.12, mouth_open: 0.03, wrinkle: 1.0, ..n },
-        "fear" => Expression { brow_inner: -0.49, brow_outer: -0.43, eye_open: 0.11, mouth_width: 0.33, mouth_curve: -0.04, mouth_open: 0.06, ..n },
-        "happy" => Expression { mouth_width: 0.34, mouth_curve: 0.16, mouth_open: 0.03, eye_open: 0.055, ..n },
-        "sadness" => Expression { brow_inner: -0.43, brow_outer: -0.29, eye_open: 0.055, mouth_curve: -0.12, ..n },
-        _ => Expression { brow_inner: -0.50, brow_outer: -0.48, eye_open: 0.12, mouth_width: 0.16, mouth_open: 0.15, ..n },
+        "anger" => Expression {
+            brow_inner: -0.22,
+            brow_outer: -0.40,
+            eye_open: 0.05,
+            mouth_width: 0.22,
+            mouth_curve: -0.05,
+            ..n
+        },
+        "contempt" => Expression {
+            mouth_width: 0.26,
+            mouth_asym: 0.10,
+            eye_open: 0.06,
+            ..n
+        },
+        "disgust" => Expression {
+            brow_inner: -0.27,
+            eye_open: 0.035,
+            mouth_curve: -0.12,
+            mouth_open: 0.03,
+            wrinkle: 1.0,
+            ..n
+        },
+        "fear" => Expression {
+            brow_inner: -0.49,
+            brow_outer: -0.43,
+            eye_open: 0.11,
+            mouth_width: 0.33,
+            mouth_curve: -0.04,
+            mouth_open: 0.06,
+            ..n
+        },
+        "happy" => Expression {
+            mouth_width: 0.34,
+            mouth_curve: 0.16,
+            mouth_open: 0.03,
+            eye_open: 0.055,
+            ..n
+        },
+        "sadness" => Expression {
+            brow_inner: -0.43,
+            brow_outer: -0.29,
+            eye_open: 0.055,
+            mouth_curve: -0.12,
+            ..n
+        },
+        _ => Expression {
+            brow_inner: -0.50,
+            brow_outer: -0.48,
+            eye_open: 0.12,
+            mouth_width: 0.16,
+            mouth_open: 0.15,
+            ..n
+        },
     }
 }
 
@@ -82,7 +130,9 @@ struct Subject {
 
 impl Subject {
     fn new(seed: u64, id: usize) -> Self {
-        let mut r = ChaCha8Rng::seed_from_u64(seed ^ (0x5eed_0000 + id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut r = ChaCha8Rng::seed_from_u64(
+            seed ^ (0x5eed_0000 + id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         Self {
             head_rx: r.random_range(0.60..0.75),
             head_ry: r.random_range(0.78..0.92),
@@ -174,7 +224,12 @@ pub fn write(out: &Path, per_class: usize, size: usize, seed: u64) -> anyhow::Re
             next_sequence[subject] += 1;
             for frame in 0..3 {
                 if q * 3 + frame < per_class {
-                    frames.push(Frame { class, subject, sequence, frame });
+                    frames.push(Frame {
+                        class,
+                        subject,
+                        sequence,
+                        frame,
+                    });
                 }
             }
         }
@@ -193,7 +248,8 @@ pub fn write(out: &Path, per_class: usize, size: usize, seed: u64) -> anyhow::Re
                 f.sequence,
                 f.frame + 1
             ));
-            img.save(&path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            img.save(&path)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
             Ok(path)
         })
         .collect()
@@ -201,15 +257,28 @@ pub fn write(out: &Path, per_class: usize, size: usize, seed: u64) -> anyhow::Re
 
 fn render(f: &Frame, size: usize, seed: u64, index: u64) -> GrayImage {
     let subject = Subject::new(seed, f.subject);
-    let mut r = ChaCha8Rng::seed_from_u64(seed.wrapping_add(index.wrapping_mul(0x2545_f491_4f6c_dd1d)));
-    // Frames 1..3 of a sequence rise in intensity, as CK+'s last frames do.
-    let t = (0.45 + 0.2 * f.frame as f32 + r.random_range(-0.1..0.1)).clamp(0.3, 1.0);
+    let mut r =
+        ChaCha8Rng::seed_from_u64(seed.wrapping_add(index.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+    // Frames 1..3 of a sequence rise in intensity, as CK+'s last frames do;
+    // the first is often subtle.
+    let t = (0.3 + 0.25 * f.frame as f32 + r.random_range(-0.1..0.1)).clamp(0.2, 1.0);
     let e = blend(expression(f.class), t);
-    let angle: f32 = r.random_range(-0.12..0.12);
-    let scale: f32 = r.random_range(0.9..1.05);
-    let (cx, cy): (f32, f32) = (r.random_range(-0.06..0.06), r.random_range(-0.06..0.06));
-    let contrast: f32 = r.random_range(0.75..1.2);
-    let noise = Normal::new(0.0f32, r.random_range(6.0..16.0)).expect("valid sigma");
+    let angle: f32 = r.random_range(-0.2..0.2);
+    let scale: f32 = r.random_range(0.85..1.08);
+    let (cx, cy): (f32, f32) = (r.random_range(-0.1..0.1), r.random_range(-0.1..0.1));
+    let contrast: f32 = r.random_range(0.6..1.2);
+    let noise = Normal::new(0.0f32, r.random_range(8.0..22.0)).expect("valid sigma");
+    // Sometimes a hand, hair or a shadow hides part of the face.
+    let occluder = r.random_bool(0.3).then(|| {
+        let (x0, y0) = (r.random_range(-1.0f32..0.6), r.random_range(-1.0f32..0.6));
+        (
+            x0,
+            y0,
+            x0 + r.random_range(0.2f32..0.5),
+            y0 + r.random_range(0.2f32..0.5),
+            r.random_range(0.0f32..255.0),
+        )
+    });
     let big = size * 2;
     let (sin, cos) = angle.sin_cos();
     let mut img = GrayImage::new(big as u32, big as u32);
@@ -218,9 +287,19 @@ fn render(f: &Frame, size: usize, seed: u64, index: u64) -> GrayImage {
             let u = (px as f32 + 0.5) / big as f32 * 2.0 - 1.0 - cx;
             let v = (py as f32 + 0.5) / big as f32 * 2.0 - 1.0 - cy;
             let (x, y) = ((cos * u + sin * v) / scale, (-sin * u + cos * v) / scale);
-            let g = shade(&subject, &e, x, y);
+            let mut g = shade(&subject, &e, x, y);
+            if let Some((x0, y0, x1, y1, level)) = occluder
+                && (x0..x1).contains(&u)
+                && (y0..y1).contains(&v)
+            {
+                g = level;
+            }
             let g = 128.0 + (g - 128.0) * contrast + noise.sample(&mut r);
-            img.put_pixel(px as u32, py as u32, image::Luma([g.clamp(0.0, 255.0) as u8]));
+            img.put_pixel(
+                px as u32,
+                py as u32,
+                image::Luma([g.clamp(0.0, 255.0) as u8]),
+            );
         }
     }
     image::imageops::resize(&img, size as u32, size as u32, FilterType::Triangle)

@@ -7,9 +7,20 @@ use candle_nn::{BatchNorm, Conv2d, Conv2dConfig, Linear, ModuleT};
 
 /// A bias-free convolution with torchvision's ResNet initialisation
 /// (Kaiming normal, fan-out, ReLU gain).
-pub fn conv2d(pb: &ParamBuilder, cin: usize, cout: usize, k: usize, stride: usize, padding: usize) -> Result<Conv2d> {
+pub fn conv2d(
+    pb: &ParamBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
     let fan_out = (cout * k * k) as f32;
-    let w = pb.param(&[cout, cin, k, k], "weight", Init::Normal((2.0 / fan_out).sqrt()))?;
+    let w = pb.param(
+        &[cout, cin, k, k],
+        "weight",
+        Init::Normal((2.0 / fan_out).sqrt()),
+    )?;
     let cfg = Conv2dConfig {
         padding,
         stride,
@@ -40,7 +51,13 @@ pub fn linear(pb: &ParamBuilder, fan_in: usize, fan_out: usize) -> Result<Linear
 }
 
 /// Convolution followed by batch norm, optionally ReLU.
-pub fn conv_bn(x: &Tensor, conv: &Conv2d, bn: &BatchNorm, relu: bool, train: bool) -> Result<Tensor> {
+pub fn conv_bn(
+    x: &Tensor,
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    relu: bool,
+    train: bool,
+) -> Result<Tensor> {
     let y = bn.forward_t(&x.apply(conv)?, train)?;
     if relu { y.relu() } else { Ok(y) }
 }
@@ -55,8 +72,14 @@ pub fn conv_bn(x: &Tensor, conv: &Conv2d, bn: &BatchNorm, relu: bool, train: boo
 pub fn max_pool_3x3_s2_after_relu(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    let rows = p.narrow(2, 0, h)?.maximum(&p.narrow(2, 1, h)?)?.maximum(&p.narrow(2, 2, h)?)?;
-    let m = rows.narrow(3, 0, w)?.maximum(&rows.narrow(3, 1, w)?)?.maximum(&rows.narrow(3, 2, w)?)?;
+    let rows = p
+        .narrow(2, 0, h)?
+        .maximum(&p.narrow(2, 1, h)?)?
+        .maximum(&p.narrow(2, 2, h)?)?;
+    let m = rows
+        .narrow(3, 0, w)?
+        .maximum(&rows.narrow(3, 1, w)?)?
+        .maximum(&rows.narrow(3, 2, w)?)?;
     // Keep even positions: pad to even size, fold pairs, take the first.
     let m = m.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2)?;
     let (n, c, he, we) = m.dims4()?;

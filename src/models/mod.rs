@@ -85,7 +85,10 @@ pub struct Model {
 /// Builds a registered backbone with fresh, seeded parameters.
 pub fn build(name: &str, cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Model> {
     let info = info(name).ok_or_else(|| {
-        candle_core::Error::Msg(format!("unknown backbone {name:?}, expected one of: {}", names().join(", ")))
+        candle_core::Error::Msg(format!(
+            "unknown backbone {name:?}, expected one of: {}",
+            names().join(", ")
+        ))
     })?;
     let params = ParamStore::new(seed, device);
     let net = (info.build)(&params.root(), cfg)?;

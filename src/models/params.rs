@@ -74,20 +74,26 @@ impl ParamStore {
             match init {
                 Init::Const(c) => vec![c; n],
                 Init::Normal(std) => {
-                    let dist = Normal::new(0.0f32, std).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                    let dist = Normal::new(0.0f32, std)
+                        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                     (0..n).map(|_| dist.sample(&mut *rng)).collect()
                 }
                 Init::Uniform(b) => (0..n).map(|_| rng.random_range(-b..=b)).collect(),
             }
         };
-        let var = Var::from_tensor(&Tensor::from_vec(values, shape, &self.device)?.to_dtype(DType::F32)?)?;
+        let var = Var::from_tensor(
+            &Tensor::from_vec(values, shape, &self.device)?.to_dtype(DType::F32)?,
+        )?;
         let mut map = self.varmap.data().lock().expect("varmap lock");
         if map.contains_key(&name) {
             candle_core::bail!("parameter {name} is created twice");
         }
         map.insert(name.clone(), var.clone());
         if trainable {
-            self.trainable.lock().expect("param lock").push((name, var.clone()));
+            self.trainable
+                .lock()
+                .expect("param lock")
+                .push((name, var.clone()));
         }
         Ok(var.as_tensor().clone())
     }
@@ -104,7 +110,11 @@ impl ParamBuilder {
     /// The builder one level down: `pp("layer1").pp(0)` names `layer1.0.*`.
     pub fn pp(&self, name: impl ToString) -> Self {
         let name = name.to_string();
-        let prefix = if self.prefix.is_empty() { name } else { format!("{}.{name}", self.prefix) };
+        let prefix = if self.prefix.is_empty() {
+            name
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
         Self {
             store: Arc::clone(&self.store),
             prefix,
@@ -112,7 +122,11 @@ impl ParamBuilder {
     }
 
     fn full(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     /// A trainable parameter.

@@ -3,7 +3,9 @@
 //! `conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0/1`, `fc`.
 //! ResNet-10 ([1, 1, 1, 1] basic blocks) is a small member for quick runs.
 
-use super::layers::{batch_norm, conv2d, conv_bn, global_avg_pool, linear, max_pool_3x3_s2_after_relu};
+use super::layers::{
+    batch_norm, conv_bn, conv2d, global_avg_pool, linear, max_pool_3x3_s2_after_relu,
+};
 use super::params::ParamBuilder;
 use super::{Backbone, ModelConfig};
 use candle_core::{Result, Tensor};
@@ -35,12 +37,22 @@ struct Block {
 }
 
 impl Block {
-    fn new(pb: &ParamBuilder, kind: BlockKind, cin: usize, planes: usize, stride: usize) -> Result<Self> {
+    fn new(
+        pb: &ParamBuilder,
+        kind: BlockKind,
+        cin: usize,
+        planes: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let cout = planes * kind.expansion();
         // (in, out, kernel, stride, padding) of each conv, torchvision order.
         let shapes: Vec<(usize, usize, usize, usize, usize)> = match kind {
             BlockKind::Basic => vec![(cin, planes, 3, stride, 1), (planes, planes, 3, 1, 1)],
-            BlockKind::Bottleneck => vec![(cin, planes, 1, 1, 0), (planes, planes, 3, stride, 1), (planes, cout, 1, 1, 0)],
+            BlockKind::Bottleneck => vec![
+                (cin, planes, 1, 1, 0),
+                (planes, planes, 3, stride, 1),
+                (planes, cout, 1, 1, 0),
+            ],
         };
         let mut convs = Vec::new();
         for (i, (ci, co, k, s, p)) in shapes.into_iter().enumerate() {
@@ -82,7 +94,12 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    pub fn new(pb: &ParamBuilder, kind: BlockKind, depths: [usize; 4], cfg: &ModelConfig) -> Result<Self> {
+    pub fn new(
+        pb: &ParamBuilder,
+        kind: BlockKind,
+        depths: [usize; 4],
+        cfg: &ModelConfig,
+    ) -> Result<Self> {
         let conv1 = conv2d(&pb.pp("conv1"), cfg.in_channels, 64, 7, 2, 3)?;
         let bn1 = batch_norm(&pb.pp("bn1"), 64)?;
         let mut cin = 64;
@@ -98,7 +115,12 @@ impl ResNet {
             layers.push(blocks);
         }
         let fc = linear(&pb.pp("fc"), cin, cfg.num_classes)?;
-        Ok(Self { conv1, bn1, layers, fc })
+        Ok(Self {
+            conv1,
+            bn1,
+            layers,
+            fc,
+        })
     }
 }
 

@@ -49,7 +49,11 @@ pub fn train_fields() -> Vec<String> {
 
 /// `train` with one field replaced by a TOML value; the error says why the
 /// value does not fit the field.
-pub fn with_field(train: &TrainConfig, key: &str, value: &toml::Value) -> Result<TrainConfig, String> {
+pub fn with_field(
+    train: &TrainConfig,
+    key: &str,
+    value: &toml::Value,
+) -> Result<TrainConfig, String> {
     let mut table = match toml::Value::try_from(train) {
         Ok(toml::Value::Table(t)) => t,
         _ => unreachable!("TrainConfig serialises to a table"),
@@ -65,7 +69,9 @@ pub fn with_field(train: &TrainConfig, key: &str, value: &toml::Value) -> Result
 pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
     let mut points: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
     for (key, values) in &spec.sweep.space {
-        let values = values.as_array().expect("validated: sweep values are lists");
+        let values = values
+            .as_array()
+            .expect("validated: sweep values are lists");
         points = points
             .into_iter()
             .flat_map(|p| {

@@ -141,7 +141,11 @@ fn parse_override(raw: &str) -> Result<(Vec<String>, toml::Value), SpecError> {
             "expected KEY=VALUE, e.g. --set train.epochs=2",
         ));
     };
-    let key: Vec<String> = key.trim().split('.').map(|s| s.trim().to_string()).collect();
+    let key: Vec<String> = key
+        .trim()
+        .split('.')
+        .map(|s| s.trim().to_string())
+        .collect();
     if key.iter().any(|k| k.is_empty()) {
         return Err(SpecError::one(
             format!("--set {raw}"),
@@ -156,7 +160,11 @@ fn parse_override(raw: &str) -> Result<(Vec<String>, toml::Value), SpecError> {
     Ok((key, parsed))
 }
 
-fn apply_override(table: &mut toml::Table, key: &[String], value: toml::Value) -> Result<(), String> {
+fn apply_override(
+    table: &mut toml::Table,
+    key: &[String],
+    value: toml::Value,
+) -> Result<(), String> {
     let mut root = toml::Value::Table(std::mem::take(table));
     let result = set_path(&mut root, key, value, 0);
     if let toml::Value::Table(t) = root {
@@ -167,7 +175,12 @@ fn apply_override(table: &mut toml::Table, key: &[String], value: toml::Value) -
 
 /// Sets `key[depth..]` under `node`, creating tables on the way; a numeric
 /// part indexes a list (`backbone.0.name`).
-fn set_path(node: &mut toml::Value, key: &[String], value: toml::Value, depth: usize) -> Result<(), String> {
+fn set_path(
+    node: &mut toml::Value,
+    key: &[String],
+    value: toml::Value,
+    depth: usize,
+) -> Result<(), String> {
     let part = &key[depth];
     let here = || key[..depth].join(".");
     let last = depth + 1 == key.len();
@@ -182,19 +195,29 @@ fn set_path(node: &mut toml::Value, key: &[String], value: toml::Value, depth: u
         }
         toml::Value::Array(items) => {
             let len = items.len();
-            let index: usize = part
-                .parse()
-                .map_err(|_| format!("`{}` is a list; index it by position, e.g. {}.0", here(), here()))?;
-            let slot = items
-                .get_mut(index)
-                .ok_or_else(|| format!("`{}` has {len} entries; there is no index {index}", here()))?;
+            let index: usize = part.parse().map_err(|_| {
+                format!(
+                    "`{}` is a list; index it by position, e.g. {}.0",
+                    here(),
+                    here()
+                )
+            })?;
+            let slot = items.get_mut(index).ok_or_else(|| {
+                format!("`{}` has {len} entries; there is no index {index}", here())
+            })?;
             if last {
                 *slot = value;
                 return Ok(());
             }
             slot
         }
-        other => return Err(format!("`{}` is a {}, not a table", here(), other.type_str())),
+        other => {
+            return Err(format!(
+                "`{}` is a {}, not a table",
+                here(),
+                other.type_str()
+            ));
+        }
     };
     set_path(child, key, value, depth + 1)
 }

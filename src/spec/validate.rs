@@ -36,34 +36,65 @@ pub fn validate(spec: &Spec) -> Problems {
 
 fn validate_data(d: &DataConfig, out: &mut Problems) {
     if d.root.trim().is_empty() {
-        out.push((path(&["data", "root"]), "data.root must name a folder of class folders".into()));
+        out.push((
+            path(&["data", "root"]),
+            "data.root must name a folder of class folders".into(),
+        ));
     }
     if !(16..=1024).contains(&d.image_size) {
-        out.push((path(&["data", "image_size"]), format!("data.image_size must be in 16..=1024, got {}", d.image_size)));
+        out.push((
+            path(&["data", "image_size"]),
+            format!("data.image_size must be in 16..=1024, got {}", d.image_size),
+        ));
     }
     if d.channels != 1 && d.channels != 3 {
-        out.push((path(&["data", "channels"]), format!("data.channels must be 1 or 3, got {}", d.channels)));
+        out.push((
+            path(&["data", "channels"]),
+            format!("data.channels must be 1 or 3, got {}", d.channels),
+        ));
     }
     if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
-        out.push((path(&["data", "val_fraction"]), format!("data.val_fraction must be > 0 and < 1, got {}", d.val_fraction)));
+        out.push((
+            path(&["data", "val_fraction"]),
+            format!(
+                "data.val_fraction must be > 0 and < 1, got {}",
+                d.val_fraction
+            ),
+        ));
     }
     for (key, values) in [("mean", &d.mean), ("std", &d.std)] {
         if values.len() != d.channels {
             out.push((
                 path(&["data", key]),
-                format!("data.{key} must have one value per channel ({}), got {}", d.channels, values.len()),
+                format!(
+                    "data.{key} must have one value per channel ({}), got {}",
+                    d.channels,
+                    values.len()
+                ),
             ));
         }
     }
     if let Some(bad) = d.std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
-        out.push((path(&["data", "std"]), format!("data.std values must be > 0, got {bad}")));
+        out.push((
+            path(&["data", "std"]),
+            format!("data.std values must be > 0, got {bad}"),
+        ));
     }
     if let Some(s) = &d.synth {
         if !(2..=100_000).contains(&s.per_class) {
-            out.push((path(&["data", "synth", "per_class"]), format!("data.synth.per_class must be in 2..=100000, got {}", s.per_class)));
+            out.push((
+                path(&["data", "synth", "per_class"]),
+                format!(
+                    "data.synth.per_class must be in 2..=100000, got {}",
+                    s.per_class
+                ),
+            ));
         }
         if !(16..=1024).contains(&s.size) {
-            out.push((path(&["data", "synth", "size"]), format!("data.synth.size must be in 16..=1024, got {}", s.size)));
+            out.push((
+                path(&["data", "synth", "size"]),
+                format!("data.synth.size must be in 16..=1024, got {}", s.size),
+            ));
         }
     }
 }
@@ -73,34 +104,76 @@ fn train_problems(t: &TrainConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let mut push = |field: &'static str, msg: String| out.push((field, msg));
     if !(1..=100_000).contains(&t.epochs) {
-        push("epochs", format!("train.epochs must be in 1..=100000, got {}", t.epochs));
+        push(
+            "epochs",
+            format!("train.epochs must be in 1..=100000, got {}", t.epochs),
+        );
     }
     if !(2..=65_536).contains(&t.batch_size) {
-        push("batch_size", format!("train.batch_size must be in 2..=65536 (batch norm needs 2), got {}", t.batch_size));
+        push(
+            "batch_size",
+            format!(
+                "train.batch_size must be in 2..=65536 (batch norm needs 2), got {}",
+                t.batch_size
+            ),
+        );
     }
     if !(1..=65_536).contains(&t.eval_batch_size) {
-        push("eval_batch_size", format!("train.eval_batch_size must be in 1..=65536, got {}", t.eval_batch_size));
+        push(
+            "eval_batch_size",
+            format!(
+                "train.eval_batch_size must be in 1..=65536, got {}",
+                t.eval_batch_size
+            ),
+        );
     }
     if !(t.lr > 0.0 && t.lr <= 10.0) {
-        push("lr", format!("train.lr must be > 0 and <= 10, got {}", t.lr));
+        push(
+            "lr",
+            format!("train.lr must be > 0 and <= 10, got {}", t.lr),
+        );
     }
     if !(0.0..1.0).contains(&t.momentum) {
-        push("momentum", format!("train.momentum must be >= 0 and < 1, got {}", t.momentum));
+        push(
+            "momentum",
+            format!("train.momentum must be >= 0 and < 1, got {}", t.momentum),
+        );
     }
     if !(t.weight_decay >= 0.0 && t.weight_decay < 1.0) {
-        push("weight_decay", format!("train.weight_decay must be >= 0 and < 1, got {}", t.weight_decay));
+        push(
+            "weight_decay",
+            format!(
+                "train.weight_decay must be >= 0 and < 1, got {}",
+                t.weight_decay
+            ),
+        );
     }
     if t.step_size == 0 {
-        push("step_size", "train.step_size must be >= 1 epoch, got 0".into());
+        push(
+            "step_size",
+            "train.step_size must be >= 1 epoch, got 0".into(),
+        );
     }
     if !(t.gamma > 0.0 && t.gamma <= 1.0) {
-        push("gamma", format!("train.gamma must be > 0 and <= 1, got {}", t.gamma));
+        push(
+            "gamma",
+            format!("train.gamma must be > 0 and <= 1, got {}", t.gamma),
+        );
     }
     if !(0.0..1.0).contains(&t.label_smoothing) {
-        push("label_smoothing", format!("train.label_smoothing must be >= 0 and < 1, got {}", t.label_smoothing));
+        push(
+            "label_smoothing",
+            format!(
+                "train.label_smoothing must be >= 0 and < 1, got {}",
+                t.label_smoothing
+            ),
+        );
     }
     if t.shift_pixels > 32 {
-        push("shift_pixels", format!("train.shift_pixels must be <= 32, got {}", t.shift_pixels));
+        push(
+            "shift_pixels",
+            format!("train.shift_pixels must be <= 32, got {}", t.shift_pixels),
+        );
     }
     let mut seen = Vec::new();
     for a in &t.augment {
@@ -114,15 +187,28 @@ fn train_problems(t: &TrainConfig) -> Vec<(&'static str, String)> {
 
 fn validate_backbones(spec: &Spec, out: &mut Problems) {
     if spec.backbones.is_empty() {
-        out.push((path(&["backbone"]), "at least one [[backbone]] is required, e.g. [[backbone]] name = \"resnet18\"".into()));
+        out.push((
+            path(&["backbone"]),
+            "at least one [[backbone]] is required, e.g. [[backbone]] name = \"resnet18\"".into(),
+        ));
     }
     let known = models::names();
     for (i, b) in spec.backbones.iter().enumerate() {
         let at = |field: &str| vec!["backbone".to_string(), i.to_string(), field.to_string()];
         if !known.contains(&b.name.as_str()) {
-            out.push((at("name"), format!("unknown backbone {:?}, expected one of: {}", b.name, known.join(", "))));
+            out.push((
+                at("name"),
+                format!(
+                    "unknown backbone {:?}, expected one of: {}",
+                    b.name,
+                    known.join(", ")
+                ),
+            ));
         }
-        if spec.backbones[..i].iter().any(|o| o.name == b.name && o.pretrained == b.pretrained) {
+        if spec.backbones[..i]
+            .iter()
+            .any(|o| o.name == b.name && o.pretrained == b.pretrained)
+        {
             out.push((at("name"), format!("backbone {:?} is listed twice", b.name)));
         }
         if b.pretrained.is_some() {
@@ -136,15 +222,30 @@ fn validate_sweep(spec: &Spec, out: &mut Problems) {
     for (key, values) in &spec.sweep.space {
         let at = vec!["sweep".to_string(), "space".to_string(), key.clone()];
         if !fields.contains(key) {
-            out.push((at.clone(), format!("sweep.space.{key} is not a train field; expected one of: {}", fields.join(", "))));
+            out.push((
+                at.clone(),
+                format!(
+                    "sweep.space.{key} is not a train field; expected one of: {}",
+                    fields.join(", ")
+                ),
+            ));
             continue;
         }
         let Some(items) = values.as_array() else {
-            out.push((at.clone(), format!("sweep.space.{key} must be a list of values, e.g. {key} = [..], got a {}", values.type_str())));
+            out.push((
+                at.clone(),
+                format!(
+                    "sweep.space.{key} must be a list of values, e.g. {key} = [..], got a {}",
+                    values.type_str()
+                ),
+            ));
             continue;
         };
         if items.is_empty() {
-            out.push((at.clone(), format!("sweep.space.{key} must list at least one value")));
+            out.push((
+                at.clone(),
+                format!("sweep.space.{key} must list at least one value"),
+            ));
         }
         for (i, item) in items.iter().enumerate() {
             let mut at_item = at.clone();
@@ -171,20 +272,41 @@ fn validate_scheduler(s: &SchedulerConfig, out: &mut Problems) {
     let at = path(&["scheduler", "devices"]);
     match &s.devices {
         Devices::Named(n) if n == "auto" || n == "cpu" => {}
-        Devices::Named(n) => out.push((at, format!("scheduler.devices must be \"auto\", \"cpu\" or a list like [\"cuda:0\"], got {n:?}"))),
+        Devices::Named(n) => out.push((
+            at,
+            format!(
+                "scheduler.devices must be \"auto\", \"cpu\" or a list like [\"cuda:0\"], got {n:?}"
+            ),
+        )),
         Devices::List(list) => {
             if list.is_empty() {
-                out.push((at.clone(), "scheduler.devices must not be an empty list".into()));
+                out.push((
+                    at.clone(),
+                    "scheduler.devices must not be an empty list".into(),
+                ));
             }
             for d in list {
-                let ok = d == "cpu" || d.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+                let ok = d == "cpu"
+                    || d.strip_prefix("cuda:")
+                        .is_some_and(|n| n.parse::<usize>().is_ok());
                 if !ok {
-                    out.push((at.clone(), format!("scheduler.devices entries must be \"cpu\" or \"cuda:N\", got {d:?}")));
+                    out.push((
+                        at.clone(),
+                        format!(
+                            "scheduler.devices entries must be \"cpu\" or \"cuda:N\", got {d:?}"
+                        ),
+                    ));
                 }
             }
         }
     }
     if s.threads > 1024 {
-        out.push((path(&["scheduler", "threads"]), format!("scheduler.threads must be <= 1024 (0 = all cores), got {}", s.threads)));
+        out.push((
+            path(&["scheduler", "threads"]),
+            format!(
+                "scheduler.threads must be <= 1024 (0 = all cores), got {}",
+                s.threads
+            ),
+        ));
     }
 }

@@ -78,19 +78,33 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { fused_optimizer: true }
+        Self {
+            fused_optimizer: true,
+        }
     }
 }
 
 /// Trains one plan on `split` of `ds`.
-pub fn run(plan: &TrialPlan, ds: &Dataset, split: &Split, device: &Device, sink: &mut dyn Sink, options: RunOptions) -> anyhow::Result<Outcome> {
+pub fn run(
+    plan: &TrialPlan,
+    ds: &Dataset,
+    split: &Split,
+    device: &Device,
+    sink: &mut dyn Sink,
+    options: RunOptions,
+) -> anyhow::Result<Outcome> {
     let t = &plan.train;
     let cfg = ModelConfig {
         num_classes: ds.classes.len(),
         in_channels: ds.channels,
     };
     let model = models::build(&plan.backbone.name, &cfg, plan.seed, device)?;
-    let vars = model.params.trainable().into_iter().map(|(_, v)| v).collect();
+    let vars = model
+        .params
+        .trainable()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let mut optimizer = Optimizer::new(vars, hyper(t), options.fused_optimizer)?;
     let norm = Normalizer {
         mean: plan.data.mean.iter().map(|&x| x as f32).collect(),
@@ -98,7 +112,11 @@ pub fn run(plan: &TrialPlan, ds: &Dataset, split: &Split, device: &Device, sink:
     };
     let augmentation = Augmentation {
         hflip: t.augment.contains(&Augment::Hflip),
-        shift: if t.augment.contains(&Augment::Shift) { t.shift_pixels } else { 0 },
+        shift: if t.augment.contains(&Augment::Shift) {
+            t.shift_pixels
+        } else {
+            0
+        },
     };
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
     rng.set_stream(1);
@@ -181,9 +199,17 @@ fn hyper(t: &TrainConfig) -> Hyper {
 
 /// Mean cross-entropy against targets smoothed by `eps` (PyTorch's
 /// `CrossEntropyLoss(label_smoothing=eps)`).
-pub fn smoothed_cross_entropy(logits: &Tensor, targets: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+pub fn smoothed_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
     let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let nll = log_p.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?.mean_all()?;
+    let nll = log_p
+        .gather(&targets.unsqueeze(1)?, 1)?
+        .squeeze(1)?
+        .neg()?
+        .mean_all()?;
     if eps == 0.0 {
         return Ok(nll);
     }
@@ -192,7 +218,10 @@ pub fn smoothed_cross_entropy(logits: &Tensor, targets: &Tensor, eps: f64) -> ca
 }
 
 fn tally(confusion: &mut Confusion, logits: &Tensor, ys: &Tensor) -> candle_core::Result<()> {
-    let predicted = logits.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    let predicted = logits
+        .argmax(D::Minus1)?
+        .to_dtype(DType::U32)?
+        .to_vec1::<u32>()?;
     for (p, y) in predicted.iter().zip(ys.to_vec1::<u32>()?) {
         confusion.add(y as usize, *p as usize);
     }
@@ -200,13 +229,21 @@ fn tally(confusion: &mut Confusion, logits: &Tensor, ys: &Tensor) -> candle_core
 }
 
 /// Mean cross-entropy and the confusion matrix of `indices`, in eval mode.
-pub fn evaluate(model: &models::Model, ds: &Dataset, indices: &[usize], norm: &Normalizer, batch_size: usize, device: &Device) -> anyhow::Result<(f64, Confusion)> {
+pub fn evaluate(
+    model: &models::Model,
+    ds: &Dataset,
+    indices: &[usize],
+    norm: &Normalizer,
+    batch_size: usize,
+    device: &Device,
+) -> anyhow::Result<(f64, Confusion)> {
     let mut confusion = Confusion::new(ds.classes.len());
     let mut loss_sum = 0.0;
     for batch in ordered_batches(indices, batch_size) {
         let (xs, ys) = make_batch(ds, &batch, norm, None, device)?;
         let logits = model.net.forward_t(&xs, false)?.detach();
-        loss_sum += smoothed_cross_entropy(&logits, &ys, 0.0)?.to_scalar::<f32>()? as f64 * batch.len() as f64;
+        loss_sum += smoothed_cross_entropy(&logits, &ys, 0.0)?.to_scalar::<f32>()? as f64
+            * batch.len() as f64;
         tally(&mut confusion, &logits, &ys)?;
     }
     Ok((loss_sum / indices.len().max(1) as f64, confusion))

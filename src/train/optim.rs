@@ -46,7 +46,11 @@ impl Optimizer {
                 Ok((v, state))
             })
             .collect::<Result<_>>()?;
-        Ok(Self { hyper, params, step: 0 })
+        Ok(Self {
+            hyper,
+            params,
+            step: 0,
+        })
     }
 
     pub fn steps(&self) -> u64 {
@@ -70,7 +74,9 @@ impl Optimizer {
             bias2: (1.0 - h.beta2.powi(t)) as f32,
         };
         for (var, state) in &mut self.params {
-            let Some(grad) = grads.get(var.as_tensor()) else { continue };
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             match state {
                 State::Host(m, v) => {
                     let grad = grad.contiguous()?;
@@ -113,7 +119,11 @@ impl Coefficients {
                 *p -= self.lr * *m;
             }
             OptimizerKind::Adam | OptimizerKind::Adamw => {
-                let g = if self.kind == OptimizerKind::Adam { g + self.weight_decay * *p } else { g };
+                let g = if self.kind == OptimizerKind::Adam {
+                    g + self.weight_decay * *p
+                } else {
+                    g
+                };
                 if self.kind == OptimizerKind::Adamw {
                     *p *= 1.0 - self.lr * self.weight_decay;
                 }
@@ -137,11 +147,18 @@ impl InplaceOp2 for FusedStep<'_> {
         "fused-optimizer-step"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
         let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
             candle_core::bail!("fused optimizer step expects f32 parameters and gradients");
         };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
             candle_core::bail!("fused optimizer step expects contiguous tensors");
         };
         let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
@@ -156,7 +173,13 @@ impl InplaceOp2 for FusedStep<'_> {
 }
 
 /// The same rule as [`Coefficients::apply`], as tensor ops (any device).
-fn tensor_step(var: &Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, c: &Coefficients) -> Result<()> {
+fn tensor_step(
+    var: &Var,
+    grad: &Tensor,
+    m: &mut Tensor,
+    v: &mut Tensor,
+    c: &Coefficients,
+) -> Result<()> {
     let p = var.as_tensor();
     let (lr, wd) = (c.lr as f64, c.weight_decay as f64);
     match c.kind {
@@ -166,8 +189,16 @@ fn tensor_step(var: &Var, grad: &Tensor, m: &mut Tensor, v: &mut Tensor, c: &Coe
             var.set(&(p - (&*m * lr)?)?)
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
-            let g = if c.kind == OptimizerKind::Adam { (grad + (p * wd)?)? } else { grad.clone() };
-            let p = if c.kind == OptimizerKind::Adamw { (p * (1.0 - lr * wd))? } else { p.clone() };
+            let g = if c.kind == OptimizerKind::Adam {
+                (grad + (p * wd)?)?
+            } else {
+                grad.clone()
+            };
+            let p = if c.kind == OptimizerKind::Adamw {
+                (p * (1.0 - lr * wd))?
+            } else {
+                p.clone()
+            };
             let (b1, b2) = (c.beta1 as f64, c.beta2 as f64);
             *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
             *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
