@@ -2,6 +2,9 @@
 //! comfy-table, CSV or JSON. Computes no metric anew: every figure comes
 //! from the store.
 
+pub mod classification;
+pub mod plots;
+
 use crate::store::TrialRow;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;

@@ -1,0 +1,1 @@
+//! Classification report and confusion-matrix text (to be written).
