@@ -6,8 +6,9 @@
 //! A trial left `running`, `failed` or `interrupted` by an earlier run is
 //! started again from its first epoch.
 
-use crate::data::{Dataset, split, synth};
-use crate::spec::{self, Devices, LoadedSpec, TrialPlan};
+use crate::data::split::{self, TrialSplit};
+use crate::data::{Dataset, synth};
+use crate::spec::{self, Devices, LoadedSpec, Protocol, TrialPlan};
 use crate::store::{Store, TrialId, TrialStatus};
 use crate::train::{self, Control, Ending, EpochRecord, RunOptions, Sink};
 use anyhow::{Context, bail};
@@ -91,35 +92,113 @@ fn ensure_data(plan: &TrialPlan) -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
+/// The data set of a spec, with the subject and sequence of every image
+/// where the file names tell them.
+pub struct PreparedData {
+    pub ds: Dataset,
+    pub subjects: Option<Vec<String>>,
+    pub sequences: Option<Vec<String>>,
+    /// The given split of a `folders` data set.
+    folders: Option<TrialSplit>,
+}
+
+/// Loads the spec's data (writing the synthetic set first if asked).
+pub fn prepare_data(plan: &TrialPlan) -> anyhow::Result<PreparedData> {
+    let d = &plan.data;
+    let root = ensure_data(plan)?;
+    let (ds, folders) = match d.protocol {
+        Protocol::Folders => {
+            let (ds, s) = Dataset::load_folders(&root, d.image_size, d.channels)?;
+            (ds, Some(s))
+        }
+        _ => (Dataset::load(&root, d.image_size, d.channels)?, None),
+    };
+    let ids = |pattern: &str| -> anyhow::Result<Result<Vec<String>, crate::data::DataError>> {
+        let re = regex::Regex::new(pattern).context("validated pattern")?;
+        Ok(split::ids_from_names(&ds.files, &re))
+    };
+    let subjects = ids(&d.subject_pattern)?;
+    let sequences = ids(&d.sequence_pattern)?;
+    if d.protocol == Protocol::SubjectKfold {
+        // Subjects are required here: name the first file without one.
+        subjects.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(PreparedData {
+        subjects: subjects.ok(),
+        sequences: sequences.ok(),
+        ds,
+        folders,
+    })
+}
+
+/// The split of one trial, and its leakage where subjects are known.
+pub fn trial_split(plan: &TrialPlan, data: &PreparedData) -> anyhow::Result<(TrialSplit, Option<serde_json::Value>)> {
+    let d = &plan.data;
+    let split: TrialSplit = match d.protocol {
+        Protocol::Holdout => split::stratified_holdout(&data.ds.labels, &data.ds.classes, d.val_fraction, plan.seed)?.into(),
+        Protocol::SubjectKfold => {
+            let subjects = data.subjects.as_ref().expect("checked in prepare_data");
+            split::subject_kfold(subjects, d.folds, plan.fold.expect("k-fold plans have a fold"), d.inner_val_fraction, plan.seed)
+        }
+        Protocol::Folders => data.folders.clone().expect("folders data set"),
+    };
+    let leak = match (&data.subjects, &data.sequences) {
+        (Some(subjects), Some(sequences)) => {
+            let mut sides = serde_json::Map::new();
+            sides.insert("train_vs_val".into(), serde_json::to_value(split::leak(subjects, sequences, &split.train, &split.val))?);
+            if let Some(test) = &split.test {
+                let seen: Vec<usize> = split.train.iter().chain(&split.val).copied().collect();
+                sides.insert("train_vs_test".into(), serde_json::to_value(split::leak(subjects, sequences, &seen, test))?);
+            }
+            Some(serde_json::Value::Object(sides))
+        }
+        _ => None,
+    };
+    Ok((split, leak))
+}
+
+/// A warning line for each leaky side of a split, e.g. "validation shares
+/// 117 of 117 subjects and 327 of 327 sequences with training".
+pub fn leak_warnings(leak: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (side, name) in [("train_vs_val", "validation"), ("train_vs_test", "test")] {
+        let Some(l) = leak.get(side).and_then(|v| serde_json::from_value::<split::Leak>(v.clone()).ok()) else { continue };
+        if l.is_leaky() {
+            out.push(format!(
+                "subject leak: the {name} images share {} of {} subjects and {} of {} sequences with training",
+                l.subjects.shared, l.subjects.of, l.sequences.shared, l.sequences.of
+            ));
+        }
+    }
+    out
+}
+
 /// Runs every unfinished trial of the spec, recording into the database at `db`.
 pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary> {
     let spec = &loaded.spec;
     let plans = spec::expand(spec);
     let (device, device_name) = resolve_device(&spec.scheduler.devices)?;
-    // Data first: a bad data root writes nothing to the database.
-    let root = ensure_data(&plans[0])?;
-    let ds = Dataset::load(&root, spec.data.image_size, spec.data.channels)?;
-    let split = split::stratified_holdout(
-        &ds.labels,
-        &ds.classes,
-        spec.data.val_fraction,
-        spec.experiment.seed,
-    )?;
+    // Data and splits first: a bad data root writes nothing to the database.
+    let data = prepare_data(&plans[0])?;
+    let splits: Vec<(TrialSplit, Option<serde_json::Value>)> = plans.iter().map(|p| trial_split(p, &data)).collect::<anyhow::Result<_>>()?;
+    let first = &splits[0].0;
     eprintln!(
-        "data: {} images in {} classes from {} ({} train / {} validation, holdout split)",
-        ds.len(),
-        ds.classes.len(),
-        root.display(),
-        split.train.len(),
-        split.val.len()
+        "data: {} images in {} classes from {} ({:?} protocol; first trial: {} train / {} validation{})",
+        data.ds.len(),
+        data.ds.classes.len(),
+        data.ds.root.display(),
+        spec.data.protocol,
+        first.train.len(),
+        first.val.len(),
+        first.test.as_ref().map_or(String::new(), |t| format!(" / {} test", t.len()))
     );
+    if let Some(leak) = &splits[0].1 {
+        for w in leak_warnings(leak) {
+            eprintln!("warning: {w}");
+        }
+    }
     let mut store = Store::open(db)?;
-    let (_, trials) = store.register(
-        &spec.experiment.name,
-        &loaded.path.display().to_string(),
-        &loaded.resolved_toml(),
-        &plans,
-    )?;
+    let (_, trials) = store.register(&spec.experiment.name, &loaded.path.display().to_string(), &loaded.resolved_toml(), &plans)?;
     let mut summary = SweepSummary {
         trials: plans.len(),
         ..SweepSummary::default()
@@ -132,25 +211,17 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
         .collect();
     summary.skipped = plans.len() - todo.len();
     if summary.skipped > 0 {
-        eprintln!(
-            "sweep {}: {} of {} trials already finished, skipped",
-            spec.experiment.name,
-            summary.skipped,
-            plans.len()
-        );
+        eprintln!("sweep {}: {} of {} trials already finished, skipped", spec.experiment.name, summary.skipped, plans.len());
     }
     for (n, (index, id)) in todo.iter().enumerate() {
         let plan = &plans[*index];
-        let label = format!(
-            "[{}/{}] {} {}",
-            n + 1,
-            todo.len(),
-            plan.backbone.name,
-            describe_params(plan)
-        )
-        .trim_end()
-        .to_string();
+        let (split, leak) = &splits[*index];
+        let fold = plan.fold.map_or(String::new(), |f| format!(" fold {f}"));
+        let label = format!("[{}/{}] {}{fold} {}", n + 1, todo.len(), plan.backbone.name, describe_params(plan)).trim_end().to_string();
         store.start_trial(*id, &device_name)?;
+        if let Some(leak) = leak {
+            store.set_leak(*id, &leak.to_string())?;
+        }
         let batches = split.train.len().div_ceil(plan.train.batch_size);
         let mut sink = StoreSink {
             store: &mut store,
@@ -158,28 +229,31 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
             progress: Progress::new(&label, plan.train.epochs, batches),
             epochs: plan.train.epochs,
         };
-        let result = train::run(plan, &ds, &split, &device, &mut sink, RunOptions::default());
+        let result = train::run(plan, &data.ds, split, &device, &mut sink, RunOptions::default());
         sink.progress.finish();
+        let result = result.and_then(|outcome| {
+            if let (Some(best), Some(val)) = (&outcome.best, &outcome.best_val) {
+                let test = outcome.test.as_ref().map(|t| (t.loss, &t.confusion));
+                store.record_scores(*id, &data.ds.classes, best.epoch, &val.confusion, test)?;
+            }
+            Ok(outcome)
+        });
         match result {
             Ok(outcome) => {
                 let status = match outcome.ending {
                     Ending::Completed | Ending::Stopped => TrialStatus::Done,
                     Ending::Diverged => TrialStatus::Diverged,
                 };
-                let note =
-                    (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
+                let note = (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
                 store.finish_trial(*id, status, note)?;
                 match status {
                     TrialStatus::Diverged => summary.diverged += 1,
                     _ => summary.done += 1,
                 }
-                let best = outcome.best.map_or("no epoch".to_string(), |b| {
-                    format!(
-                        "best val acc {:.2}% at epoch {}",
-                        100.0 * b.val_acc,
-                        b.epoch
-                    )
-                });
+                let mut best = outcome.best.map_or("no epoch".to_string(), |b| format!("best val acc {:.2}% at epoch {}", 100.0 * b.val_acc, b.epoch));
+                if let Some(t) = &outcome.test {
+                    best += &format!("; test acc {:.2}%, macro-F1 {:.4} at that epoch", 100.0 * t.acc, t.macro_f1);
+                }
                 eprintln!("{label}: {} ({best})", status.as_str());
             }
             Err(e) => {
@@ -217,6 +291,13 @@ impl Sink for StoreSink<'_> {
 
     fn batch(&mut self, done: usize, total: usize) {
         self.progress.batch(done, total);
+    }
+
+    fn note(&mut self, text: &str) {
+        if let Err(e) = self.store.add_note(self.trial, text) {
+            eprintln!("warning: cannot store a note: {e}");
+        }
+        self.progress.line(&format!("{}: {text}", self.progress.label));
     }
 }
 
@@ -263,6 +344,13 @@ impl Progress {
             r.seconds,
             r.images_per_sec
         );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn line(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),

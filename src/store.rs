@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// Bumped with every schema change; `open` migrates older files forward.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE sweeps (
@@ -61,6 +61,23 @@ CREATE TABLE epochs (
     images_per_sec REAL NOT NULL,
     finished_at    TEXT NOT NULL,
     PRIMARY KEY (trial_id, epoch)
+);
+";
+
+/// Version 2: test-set scores, leakage and confusion matrices.
+const SCHEMA_V2: &str = "
+ALTER TABLE trials ADD COLUMN test_loss REAL;
+ALTER TABLE trials ADD COLUMN test_acc REAL;
+ALTER TABLE trials ADD COLUMN test_macro_f1 REAL;
+ALTER TABLE trials ADD COLUMN leak_json TEXT;
+ALTER TABLE trials ADD COLUMN notes TEXT;
+CREATE TABLE confusions (
+    trial_id     INTEGER NOT NULL REFERENCES trials(id),
+    split        TEXT NOT NULL CHECK (split IN ('val', 'test')),
+    epoch        INTEGER NOT NULL,
+    classes_json TEXT NOT NULL,
+    matrix_json  TEXT NOT NULL,
+    PRIMARY KEY (trial_id, split)
 );
 ";
 
@@ -149,6 +166,31 @@ pub struct TrialRow {
     pub best_val_macro_f1: Option<f64>,
     pub wall_seconds: f64,
     pub error: Option<String>,
+    pub fold: Option<usize>,
+    pub test_acc: Option<f64>,
+    pub test_macro_f1: Option<f64>,
+    /// The split's leakage as JSON (see `data::split::Leak`), when known.
+    pub leak_json: Option<String>,
+}
+
+impl TrialRow {
+    /// The figure a trial is ranked by: test accuracy where a test set was
+    /// scored (k-fold), else the best validation accuracy.
+    pub fn score(&self) -> Option<(f64, Option<f64>)> {
+        match self.test_acc {
+            Some(acc) => Some((acc, self.test_macro_f1)),
+            None => self.best_val_acc.map(|a| (a, self.best_val_macro_f1)),
+        }
+    }
+}
+
+/// A stored confusion matrix (rows true, columns predicted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredConfusion {
+    pub split: String,
+    pub epoch: usize,
+    pub classes: Vec<String>,
+    pub counts: Vec<Vec<u64>>,
 }
 
 pub struct Store {
@@ -211,12 +253,12 @@ impl Store {
                 found: version,
             });
         }
-        if version < 1 {
-            self.conn
-                .execute_batch(&format!(
-                    "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
-                ))
-                .map_err(self.err())?;
+        for (target, sql) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+            if version < target {
+                self.conn
+                    .execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {target}; COMMIT;"))
+                    .map_err(self.err())?;
+            }
         }
         Ok(())
     }
@@ -254,9 +296,9 @@ impl Store {
         let mut out = Vec::new();
         for plan in plans {
             tx.execute(
-                "INSERT INTO trials (sweep_id, key, backbone, params_json, plan_json, seed, status, epochs_planned)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7) ON CONFLICT(key) DO NOTHING",
-                params![sweep, plan.key(), plan.backbone.name, plan.params_json(), plan.to_json(), plan.seed as i64, plan.train.epochs as i64],
+                "INSERT INTO trials (sweep_id, key, backbone, params_json, plan_json, seed, status, epochs_planned, fold)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8) ON CONFLICT(key) DO NOTHING",
+                params![sweep, plan.key(), plan.backbone.name, plan.params_json(), plan.to_json(), plan.seed as i64, plan.train.epochs as i64, plan.fold.map(|f| f as i64)],
             )
             .map_err(&err)?;
             let (id, status): (i64, String) = tx
@@ -283,11 +325,14 @@ impl Store {
         let tx = self.conn.transaction().map_err(&err)?;
         tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0])
             .map_err(&err)?;
+        tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])
+            .map_err(&err)?;
         let at = now();
         tx.execute(
             "UPDATE trials SET status = 'running', device = ?2, attempts = attempts + 1, started_at = ?3,
              heartbeat_at = ?3, finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
-             best_val_macro_f1 = NULL, error = NULL WHERE id = ?1",
+             best_val_macro_f1 = NULL, error = NULL, test_loss = NULL, test_acc = NULL, test_macro_f1 = NULL,
+             notes = NULL WHERE id = ?1",
             params![id.0, device, at],
         )
         .map_err(&err)?;
@@ -347,10 +392,12 @@ impl Store {
                 "SELECT t.id, t.key, s.name, t.backbone, t.params_json, t.status, t.epochs_planned,
                         (SELECT COUNT(*) FROM epochs e WHERE e.trial_id = t.id),
                         t.best_epoch, t.best_val_acc, t.best_val_macro_f1,
-                        (SELECT COALESCE(SUM(seconds), 0) FROM epochs e WHERE e.trial_id = t.id), t.error
+                        (SELECT COALESCE(SUM(seconds), 0) FROM epochs e WHERE e.trial_id = t.id), t.error,
+                        t.fold, t.test_acc, t.test_macro_f1, t.leak_json
                  FROM trials t JOIN sweeps s ON s.id = t.sweep_id
                  WHERE ?1 IS NULL OR s.name = ?1
-                 ORDER BY t.best_val_acc IS NULL, t.best_val_acc DESC, t.best_val_macro_f1 DESC, t.id",
+                 ORDER BY COALESCE(t.test_acc, t.best_val_acc) IS NULL, COALESCE(t.test_acc, t.best_val_acc) DESC,
+                          t.best_val_macro_f1 DESC, t.id",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -369,6 +416,78 @@ impl Store {
                     best_val_macro_f1: r.get(10)?,
                     wall_seconds: r.get(11)?,
                     error: r.get(12)?,
+                    fold: r.get::<_, Option<i64>>(13)?.map(|f| f as usize),
+                    test_acc: r.get(14)?,
+                    test_macro_f1: r.get(15)?,
+                    leak_json: r.get(16)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    /// Records a note about the trial (leakage, pretrained weights), shown by `report`.
+    pub fn set_leak(&mut self, id: TrialId, leak_json: &str) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE trials SET leak_json = ?2 WHERE id = ?1", params![id.0, leak_json]).map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Appends a line to the trial's notes.
+    pub fn add_note(&mut self, id: TrialId, note: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE trials SET notes = CASE WHEN notes IS NULL THEN ?2 ELSE notes || char(10) || ?2 END WHERE id = ?1",
+                params![id.0, note],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn notes(&self, id: TrialId) -> Result<Option<String>, StoreError> {
+        self.conn.query_row("SELECT notes FROM trials WHERE id = ?1", [id.0], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// Stores the scores of a finished trial: the best epoch's validation
+    /// confusion and, where a test set was scored, its results.
+    pub fn record_scores(&mut self, id: TrialId, classes: &[String], best_epoch: usize, val: &crate::metrics::Confusion, test: Option<(f64, &crate::metrics::Confusion)>) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&err)?;
+        let classes_json = serde_json::to_string(classes).expect("strings serialise");
+        let put = |split: &str, m: &crate::metrics::Confusion| {
+            tx.execute(
+                "INSERT OR REPLACE INTO confusions (trial_id, split, epoch, classes_json, matrix_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id.0, split, best_epoch as i64, classes_json, serde_json::to_string(&m.counts).expect("counts serialise")],
+            )
+            .map(|_| ())
+        };
+        put("val", val).map_err(&err)?;
+        if let Some((loss, m)) = test {
+            put("test", m).map_err(&err)?;
+            tx.execute(
+                "UPDATE trials SET test_loss = ?2, test_acc = ?3, test_macro_f1 = ?4 WHERE id = ?1",
+                params![id.0, loss, m.accuracy(), m.macro_f1()],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// The stored confusion matrices of a trial (`val`, then `test`).
+    pub fn confusions(&self, id: TrialId) -> Result<Vec<StoredConfusion>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT split, epoch, classes_json, matrix_json FROM confusions WHERE trial_id = ?1 ORDER BY split DESC")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([id.0], |r| {
+                let classes: String = r.get(2)?;
+                let matrix: String = r.get(3)?;
+                Ok(StoredConfusion {
+                    split: r.get(0)?,
+                    epoch: r.get::<_, i64>(1)? as usize,
+                    classes: serde_json::from_str(&classes).unwrap_or_default(),
+                    counts: serde_json::from_str(&matrix).unwrap_or_default(),
                 })
             })
             .map_err(self.err())?;

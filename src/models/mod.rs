@@ -6,6 +6,7 @@
 
 pub mod layers;
 pub mod params;
+pub mod pretrained;
 pub mod resnet;
 
 pub use params::{Init, ParamBuilder, ParamStore};

@@ -19,6 +19,8 @@ pub struct TrialPlan {
     pub backbone: BackboneSpec,
     pub data: DataConfig,
     pub train: TrainConfig,
+    /// The test fold of a `subject-kfold` trial.
+    pub fold: Option<usize>,
     /// The swept fields and their values at this grid point.
     pub params: BTreeMap<String, serde_json::Value>,
 }
@@ -65,7 +67,7 @@ pub fn with_field(
 }
 
 /// All trial plans of a validated spec, in a stable order: backbones as
-/// listed, then the grid in sorted key order.
+/// listed, then the grid in sorted key order, then folds.
 pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
     let mut points: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
     for (key, values) in &spec.sweep.space {
@@ -83,9 +85,15 @@ pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
             })
             .collect();
     }
+    let folds: Vec<Option<usize>> = match spec.data.protocol {
+        Protocol::SubjectKfold if spec.data.run_folds.is_empty() => (0..spec.data.folds).map(Some).collect(),
+        Protocol::SubjectKfold => spec.data.run_folds.iter().copied().map(Some).collect(),
+        _ => vec![None],
+    };
     let mut plans = Vec::new();
     for backbone in &spec.backbones {
         for point in &points {
+          for &fold in &folds {
             let mut train = spec.train.clone();
             let mut params = BTreeMap::new();
             for (key, value) in point {
@@ -97,10 +105,17 @@ pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
                 experiment: spec.experiment.name.clone(),
                 seed: spec.experiment.seed,
                 backbone: backbone.clone(),
-                data: spec.data.clone(),
-                train,
-                params,
+                // Which folds to run is a choice of this invocation, not part
+                // of a trial's identity.
+                data: DataConfig {
+                    run_folds: Vec::new(),
+                    ..spec.data.clone()
+                },
+                train: train.clone(),
+                fold,
+                params: params.clone(),
             });
+          }
         }
     }
     plans

@@ -49,7 +49,19 @@ pub struct DataConfig {
     /// 1 (grey) or 3 (grey replicated, or colour).
     pub channels: usize,
     pub protocol: Protocol,
+    /// `holdout`: share of each class held out for validation.
     pub val_fraction: f64,
+    /// `subject-kfold`: number of folds (no subject in two folds).
+    pub folds: usize,
+    /// `subject-kfold`: run only these folds (0-based); empty = all.
+    pub run_folds: Vec<usize>,
+    /// `subject-kfold`: share of the training subjects held out for model
+    /// selection (best epoch); the test fold is scored once, at that epoch.
+    pub inner_val_fraction: f64,
+    /// How a file name tells its subject (first capture group); CK+'s default.
+    pub subject_pattern: String,
+    /// How a file name tells its sequence (first capture group).
+    pub sequence_pattern: String,
     /// Per-channel mean and std applied after scaling pixels to [0, 1].
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
@@ -66,6 +78,11 @@ impl Default for DataConfig {
             channels: 3,
             protocol: Protocol::Holdout,
             val_fraction: 0.2,
+            folds: 10,
+            run_folds: Vec::new(),
+            inner_val_fraction: 0.1,
+            subject_pattern: r"^S(\d+)_".into(),
+            sequence_pattern: r"^(S\d+_\d+)_".into(),
             mean: vec![0.485, 0.456, 0.406],
             std: vec![0.229, 0.224, 0.225],
             synth: None,
@@ -78,6 +95,10 @@ impl Default for DataConfig {
 pub enum Protocol {
     /// Seeded stratified frame-level split (`val_fraction`).
     Holdout,
+    /// Subject-independent k-fold: subjects sorted by id, dealt round-robin.
+    SubjectKfold,
+    /// The data set comes split: `train/`, `val/` and optionally `test/` class folders.
+    Folders,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,7 +187,8 @@ pub enum Augment {
 #[serde(deny_unknown_fields)]
 pub struct BackboneSpec {
     pub name: String,
-    /// Pretrained weights (not yet supported: rejected by validation).
+    /// Pretrained weights (safetensors or PyTorch `.pth`, torchvision/timm
+    /// names); the classifier is replaced by a fresh head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
 }

@@ -74,6 +74,22 @@ fn validate_data(d: &DataConfig, out: &mut Problems) {
             ));
         }
     }
+    if !(2..=100).contains(&d.folds) {
+        out.push((path(&["data", "folds"]), format!("data.folds must be in 2..=100, got {}", d.folds)));
+    }
+    if let Some(f) = d.run_folds.iter().find(|f| **f >= d.folds) {
+        out.push((path(&["data", "run_folds"]), format!("data.run_folds: fold {f} does not exist (folds are 0..{})", d.folds)));
+    }
+    if !(d.inner_val_fraction > 0.0 && d.inner_val_fraction < 1.0) {
+        out.push((path(&["data", "inner_val_fraction"]), format!("data.inner_val_fraction must be > 0 and < 1, got {}", d.inner_val_fraction)));
+    }
+    for (key, pattern) in [("subject_pattern", &d.subject_pattern), ("sequence_pattern", &d.sequence_pattern)] {
+        match regex::Regex::new(pattern) {
+            Ok(re) if re.captures_len() >= 2 => {}
+            Ok(_) => out.push((path(&["data", key]), format!("data.{key} needs a capture group for the id, e.g. '^S(\\d+)_', got {pattern:?}"))),
+            Err(e) => out.push((path(&["data", key]), format!("data.{key} is not a valid regular expression: {e}"))),
+        }
+    }
     if let Some(bad) = d.std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
         out.push((
             path(&["data", "std"]),
@@ -211,8 +227,8 @@ fn validate_backbones(spec: &Spec, out: &mut Problems) {
         {
             out.push((at("name"), format!("backbone {:?} is listed twice", b.name)));
         }
-        if b.pretrained.is_some() {
-            out.push((at("pretrained"), "pretrained weights are not supported yet; remove `pretrained` to train from scratch".into()));
+        if b.pretrained.as_deref().is_some_and(|p| p.trim().is_empty()) {
+            out.push((at("pretrained"), "backbone.pretrained must name a weights file (.safetensors or .pth)".into()));
         }
     }
 }

@@ -10,7 +10,7 @@ pub mod schedule;
 
 use crate::data::Dataset;
 use crate::data::batch::{Augmentation, Normalizer, epoch_batches, make_batch, ordered_batches};
-use crate::data::split::Split;
+use crate::data::split::TrialSplit;
 use crate::metrics::Confusion;
 use crate::models::{self, ModelConfig};
 use crate::spec::{Augment, TrainConfig, TrialPlan};
@@ -50,6 +50,8 @@ pub trait Sink {
     fn epoch(&mut self, record: &EpochRecord) -> anyhow::Result<Control>;
     /// Called after every training batch (for progress display).
     fn batch(&mut self, _done: usize, _total: usize) {}
+    /// Something the user should know about the run (weights loaded, ...).
+    fn note(&mut self, _text: &str) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +63,50 @@ pub enum Ending {
     Diverged,
 }
 
+/// Scores on an evaluation set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    pub loss: f64,
+    pub acc: f64,
+    pub macro_f1: f64,
+    pub confusion: Confusion,
+}
+
+impl Score {
+    fn new(loss: f64, confusion: Confusion) -> Self {
+        Self {
+            loss,
+            acc: confusion.accuracy(),
+            macro_f1: confusion.macro_f1(),
+            confusion,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub ending: Ending,
     pub epochs_run: usize,
     /// Best epoch by validation accuracy (earliest on ties).
     pub best: Option<EpochRecord>,
+    /// Validation scores at the best epoch.
+    pub best_val: Option<Score>,
+    /// The test set, scored once with the weights of the best epoch.
+    pub test: Option<Score>,
+}
+
+/// Copies of every parameter and buffer, to go back to the best epoch.
+struct Snapshot(Vec<(candle_core::Var, Tensor)>);
+
+impl Snapshot {
+    fn take(model: &models::Model) -> candle_core::Result<Self> {
+        let map = model.params.varmap().data().lock().expect("varmap lock");
+        map.values().map(|v| Ok((v.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>().map(Self)
+    }
+
+    fn restore(&self) -> candle_core::Result<()> {
+        self.0.iter().try_for_each(|(var, t)| var.set(t))
+    }
 }
 
 /// Options that are not part of the plan (they must not change results).
@@ -88,7 +128,7 @@ impl Default for RunOptions {
 pub fn run(
     plan: &TrialPlan,
     ds: &Dataset,
-    split: &Split,
+    split: &TrialSplit,
     device: &Device,
     sink: &mut dyn Sink,
     options: RunOptions,
@@ -99,6 +139,13 @@ pub fn run(
         in_channels: ds.channels,
     };
     let model = models::build(&plan.backbone.name, &cfg, plan.seed, device)?;
+    if let Some(path) = &plan.backbone.pretrained {
+        let info = models::info(&plan.backbone.name).expect("built above");
+        let report = models::pretrained::load_into(&model.params, std::path::Path::new(path), info.first_conv, info.classifier)?;
+        sink.note(&format!("pretrained {path}: {}", report.summary()));
+    } else {
+        sink.note("no pretrained weights: training from scratch");
+    }
     let vars = model
         .params
         .trainable()
@@ -122,6 +169,25 @@ pub fn run(
     rng.set_stream(1);
     let classes = ds.classes.len();
     let mut best: Option<EpochRecord> = None;
+    let mut best_val: Option<Score> = None;
+    let mut snapshot: Option<Snapshot> = None;
+    let finish = |ending, epochs_run, best, best_val, snapshot: Option<Snapshot>| -> anyhow::Result<Outcome> {
+        let test = match (&split.test, snapshot) {
+            (Some(test), Some(snap)) => {
+                snap.restore()?;
+                let (loss, confusion) = evaluate(&model, ds, test, &norm, t.eval_batch_size, device)?;
+                Some(Score::new(loss, confusion))
+            }
+            _ => None,
+        };
+        Ok(Outcome {
+            ending,
+            epochs_run,
+            best,
+            best_val,
+            test,
+        })
+    };
     for epoch in 0..t.epochs {
         let started = Instant::now();
         let lr = schedule::lr_at(t, epoch);
@@ -134,11 +200,7 @@ pub fn run(
             let loss = smoothed_cross_entropy(&logits, &ys, t.label_smoothing)?;
             let loss_value = loss.to_scalar::<f32>()? as f64;
             if !loss_value.is_finite() {
-                return Ok(Outcome {
-                    ending: Ending::Diverged,
-                    epochs_run: epoch,
-                    best,
-                });
+                return finish(Ending::Diverged, epoch, best, best_val, snapshot);
             }
             let grads = loss.backward()?;
             optimizer.step(&grads, lr)?;
@@ -162,28 +224,20 @@ pub fn run(
             images_per_sec: seen as f64 / train_seconds.max(1e-9),
         };
         if !record.val_loss.is_finite() {
-            return Ok(Outcome {
-                ending: Ending::Diverged,
-                epochs_run: epoch,
-                best,
-            });
+            return finish(Ending::Diverged, epoch, best, best_val, snapshot);
         }
         if best.as_ref().is_none_or(|b| record.val_acc > b.val_acc) {
             best = Some(record.clone());
+            best_val = Some(Score::new(val_loss, val));
+            if split.test.is_some() {
+                snapshot = Some(Snapshot::take(&model)?);
+            }
         }
         if sink.epoch(&record)? == Control::Stop {
-            return Ok(Outcome {
-                ending: Ending::Stopped,
-                epochs_run: epoch + 1,
-                best,
-            });
+            return finish(Ending::Stopped, epoch + 1, best, best_val, snapshot);
         }
     }
-    Ok(Outcome {
-        ending: Ending::Completed,
-        epochs_run: t.epochs,
-        best,
-    })
+    finish(Ending::Completed, t.epochs, best, best_val, snapshot)
 }
 
 fn hyper(t: &TrainConfig) -> Hyper {

@@ -1,0 +1,114 @@
+//! Loading pretrained weights into a built model: safetensors or PyTorch
+//! `.pth` files whose names follow torchvision's (or timm's, which agree
+//! for ResNets) layout. The classifier is kept only when its shape fits the
+//! data set; otherwise it stays freshly initialised. A grey model (1 input
+//! channel) takes an RGB first conv summed over its input channels, as timm
+//! adapts it. Every other tensor must be present with the right shape.
+
+use super::ParamStore;
+use anyhow::{Context, bail};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What a load did, for the user to check.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    pub loaded: Vec<String>,
+    /// In the file but not used (e.g. `num_batches_tracked`, an old head).
+    pub skipped: Vec<String>,
+    /// In the model, left freshly initialised (the new head).
+    pub initialised: Vec<String>,
+    /// Loaded after adapting the shape (RGB first conv summed to grey).
+    pub adapted: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn summary(&self) -> String {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        format!(
+            "{} tensors loaded, {} adapted ({}), {} newly initialised ({}), {} in the file unused ({})",
+            self.loaded.len(),
+            self.adapted.len(),
+            list(&self.adapted),
+            self.initialised.len(),
+            list(&self.initialised),
+            self.skipped.len(),
+            list(&self.skipped.iter().take(6).cloned().collect::<Vec<_>>()) + if self.skipped.len() > 6 { ", ..." } else { "" }
+        )
+    }
+}
+
+/// Reads every tensor of a weights file, with `module.`/`model.` prefixes removed.
+pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        bail!("pretrained weights {} do not exist", path.display());
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let tensors: Vec<(String, Tensor)> = match ext {
+        "safetensors" => candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("cannot read safetensors file {}", path.display()))?
+            .into_iter()
+            .collect(),
+        "pth" | "pt" | "bin" | "ckpt" => candle_core::pickle::read_all(path).with_context(|| format!("cannot read PyTorch checkpoint {}", path.display()))?,
+        _ => bail!("pretrained weights {}: expected a .safetensors or .pth file", path.display()),
+    };
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| {
+            let k = k.strip_prefix("module.").or_else(|| k.strip_prefix("model.")).map(str::to_string).unwrap_or(k);
+            (k, v)
+        })
+        .collect())
+}
+
+/// Copies the file's tensors into `params`; `classifier` is the head's name
+/// prefix (e.g. `fc`), `first_conv` the first convolution's.
+pub fn load_into(params: &ParamStore, path: &Path, first_conv: &str, classifier: &str) -> anyhow::Result<LoadReport> {
+    let mut file = read(path)?;
+    let mut report = LoadReport::default();
+    let mut names: Vec<(String, candle_core::Var)> = params.varmap().data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let head = format!("{classifier}.");
+    let mut missing = Vec::new();
+    for (name, var) in &names {
+        let Some(t) = file.remove(name) else {
+            if name.starts_with(&head) {
+                report.initialised.push(name.clone());
+            } else {
+                missing.push(name.clone());
+            }
+            continue;
+        };
+        let want = var.dims().to_vec();
+        let t = t.to_dtype(DType::F32)?;
+        let t = if t.dims() == want.as_slice() {
+            t
+        } else if name.starts_with(&head) {
+            // A head for other classes: keep ours, fresh.
+            report.initialised.push(name.clone());
+            report.skipped.push(name.clone());
+            continue;
+        } else if *name == format!("{first_conv}.weight") && t.rank() == 4 && want.len() == 4 && want[1] == 1 && t.dims()[1] == 3 && t.dims()[0] == want[0] && t.dims()[2..] == want[2..] {
+            report.adapted.push(name.clone());
+            t.sum_keepdim(1)?
+        } else {
+            bail!("pretrained weights {}: tensor {name} has shape {:?}, the model needs {:?}", path.display(), t.dims(), want);
+        };
+        var.set(&t.to_device(var.device())?)?;
+        report.loaded.push(name.clone());
+    }
+    if !missing.is_empty() {
+        let shown: Vec<&String> = missing.iter().take(5).collect();
+        bail!(
+            "pretrained weights {} lack {} tensor(s) the model needs, e.g. {:?}; is it the same architecture (torchvision/timm names)?",
+            path.display(),
+            missing.len(),
+            shown
+        );
+    }
+    let mut rest: Vec<String> = file.into_keys().collect();
+    rest.sort();
+    report.skipped.extend(rest);
+    Ok(report)
+}
