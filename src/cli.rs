@@ -43,6 +43,24 @@ pub enum Command {
         sweep: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// One line per trial (per fold) instead of per sweep point.
+        #[arg(long)]
+        per_trial: bool,
+        /// Also draw the top points as a bar chart (error bars over folds) into this PNG.
+        #[arg(long, value_name = "FILE.png")]
+        plot: Option<PathBuf>,
+        /// How many points the plot shows.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
+    },
+    /// Classification report, confusion matrix and curves of a trial, or of a
+    /// k-fold sweep point pooled over its folds (give any of its trials).
+    Report {
+        /// Trial id (as in the leaderboard) or a prefix of its key.
+        trial: String,
+        /// Folder for report.txt and the PNGs.
+        #[arg(long, default_value = "runs/report")]
+        out: PathBuf,
     },
     /// Data set tools.
     Data {
@@ -75,9 +93,17 @@ pub enum DataCommand {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
+fn open_existing(db: &std::path::Path) -> anyhow::Result<Store> {
+    if !db.exists() {
+        return Err(UsageError(format!("no database at {}; run `fer-lab sweep SPEC` first or pass --db", db.display())).into());
+    }
+    Ok(Store::open(db)?)
+}
+
 /// The one place that maps errors to exit codes.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.downcast_ref::<SpecError>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+    let no_trial = matches!(err.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::NoSuchTrial(_)));
+    if err.downcast_ref::<SpecError>().is_some() || err.downcast_ref::<UsageError>().is_some() || no_trial {
         2
     } else {
         1
@@ -128,27 +154,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Leaderboard { sweep, format } => {
-            if !cli.db.exists() {
-                return Err(UsageError(format!(
-                    "no database at {}; run `fer-lab sweep SPEC` first or pass --db",
-                    cli.db.display()
-                ))
-                .into());
-            }
-            let store = Store::open(&cli.db)?;
+        Command::Leaderboard { sweep, format, per_trial, plot, top } => {
+            let store = open_existing(&cli.db)?;
             if let Some(name) = &sweep
                 && !store.sweep_names()?.contains(name)
             {
                 let known = store.sweep_names()?.join(", ");
-                return Err(UsageError(format!(
-                    "no sweep named {name:?} in {}; stored sweeps: {known}",
-                    cli.db.display()
-                ))
-                .into());
+                return Err(UsageError(format!("no sweep named {name:?} in {}; stored sweeps: {known}", cli.db.display())).into());
             }
-            let rows = report::rows(&store.trials(sweep.as_deref())?);
+            let rows = report::rows(&store.trials(sweep.as_deref())?, per_trial);
             print!("{}", report::render(&rows, format));
+            if let Some(path) = plot {
+                let title = format!("fer-lab leaderboard{}", sweep.map_or(String::new(), |s| format!(": {s}")));
+                report::plots::bars_png(&path, &report::bars(&rows, top), &title, "accuracy % (mean ± std over folds)")?;
+                eprintln!("plot: {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Report { trial, out } => {
+            let store = open_existing(&cli.db)?;
+            let written = report::trial::write(&store, &trial, &out)?;
+            print!("{}", written.text);
+            println!();
+            for f in &written.files {
+                println!("wrote {}", f.display());
+            }
             Ok(())
         }
         Command::Data {

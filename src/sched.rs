@@ -183,11 +183,11 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
     let splits: Vec<(TrialSplit, Option<serde_json::Value>)> = plans.iter().map(|p| trial_split(p, &data)).collect::<anyhow::Result<_>>()?;
     let first = &splits[0].0;
     eprintln!(
-        "data: {} images in {} classes from {} ({:?} protocol; first trial: {} train / {} validation{})",
+        "data: {} images in {} classes from {} ({} protocol; first trial: {} train / {} validation{})",
         data.ds.len(),
         data.ds.classes.len(),
         data.ds.root.display(),
-        spec.data.protocol,
+        toml::Value::try_from(spec.data.protocol).map_or(String::new(), |v| v.as_str().unwrap_or_default().to_string()),
         first.train.len(),
         first.val.len(),
         first.test.as_ref().map_or(String::new(), |t| format!(" / {} test", t.len()))

@@ -148,7 +148,7 @@ fn sweep_then_leaderboard_then_resume() {
         .args(["sweep", "tiny.toml", "--db", "out/t.sqlite"])
         .assert()
         .success()
-        .stderr(contains("(42 train / 14 validation, holdout split)"))
+        .stderr(contains("(holdout protocol; first trial: 42 train / 14 validation)"))
         .stderr(contains("[2/2] resnet10 lr=0.01 epoch 2/2: train loss"))
         .stderr(contains("sweep tiny: 2 trials: 2 trained, 0 skipped"));
     let db = dir.path().join("out/t.sqlite");
@@ -163,18 +163,18 @@ fn sweep_then_leaderboard_then_resume() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "rank,trial,sweep,backbone,lr,status,best_epoch,val_acc,val_macro_f1,epochs,wall"
+        "rank,trial,sweep,backbone,lr,status,folds,evaluated_on,best_epoch,acc,acc_std,macro_f1,macro_f1_std,epochs,wall_seconds"
     );
     assert_eq!(lines.len(), 3, "{text}");
     let epochs_run: i64 = lines[1..]
         .iter()
-        .map(|l| l.split(',').nth(9).unwrap().parse::<i64>().unwrap())
+        .map(|l| l.split(',').nth(13).unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(epochs_run, count_epochs(&db));
     assert!(
         lines[1..]
             .iter()
-            .all(|l| l.contains(",tiny,resnet10,") && l.contains(",done,"))
+            .all(|l| l.contains(",tiny,resnet10,") && l.contains(",done,1,val,"))
     );
 
     let json = fer_lab(dir.path())
@@ -192,6 +192,8 @@ fn sweep_then_leaderboard_then_resume() {
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2);
     assert_eq!(rows[0]["epochs_run"], 2);
+    assert_eq!(rows[0]["folds"], 1);
+    assert_eq!(rows[0]["folds"], 1);
     let table = fer_lab(dir.path())
         .args(["leaderboard", "--db", "out/t.sqlite"])
         .output()
@@ -199,7 +201,7 @@ fn sweep_then_leaderboard_then_resume() {
     assert!(
         String::from_utf8(table.stdout)
             .unwrap()
-            .contains("val acc %")
+            .contains("acc %")
     );
     fer_lab(dir.path())
         .args(["leaderboard", "--db", "out/t.sqlite", "--sweep", "nope"])

@@ -48,11 +48,7 @@ fn register_font() -> Result<()> {
 }
 
 /// Draws with `draw` on a white `size` canvas and writes it to `path` as PNG.
-fn render(
-    path: &Path,
-    size: (u32, u32),
-    draw: impl FnOnce(&Area<'_>) -> Result<()>,
-) -> Result<()> {
+fn render(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<()> {
     register_font()?;
     let (w, h) = size;
     let mut buffer = vec![0u8; w as usize * h as usize * 3];
@@ -69,8 +65,8 @@ fn render(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// plotters' errors borrow nothing but are not always `Send`-friendly
-/// through `?`; this keeps their message.
+/// plotters' error types are generic over the backend; this turns one into
+/// an anyhow error with its message.
 fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow!("drawing the plot: {e}")
 }
@@ -90,7 +86,8 @@ fn text_size(area: &Area<'_>, text: &str, style: &TextStyle<'_>) -> Result<(i32,
 fn centred(area: &Area<'_>, text: &str, style: &TextStyle<'_>, (x, y): (i32, i32)) -> Result<()> {
     let shift = (style.font.get_size() * 0.25) as i32;
     let style = style.pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw_text(text, &style, (x, y + shift)).map_err(plot_error)
+    area.draw_text(text, &style, (x, y + shift))
+        .map_err(plot_error)
 }
 
 /// Writes `text` read bottom to top, centred on `(x, y)`.
@@ -99,7 +96,27 @@ fn vertical(area: &Area<'_>, text: &str, style: &TextStyle<'_>, (x, y): (i32, i3
     let style = style
         .transform(FontTransform::Rotate270)
         .pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw_text(text, &style, (x + shift, y)).map_err(plot_error)
+    area.draw_text(text, &style, (x + shift, y))
+        .map_err(plot_error)
+}
+
+/// Writes `title` centred in a band at the top of `root` and returns the
+/// area below it (plotters' own `titled` puts the text against the edge).
+fn with_title<'a>(root: &Area<'a>, title: &str) -> Result<Area<'a>> {
+    let (width, _) = root.dim_in_pixel();
+    let (head, body) = root.split_vertically(46);
+    centred(&head, title, &font(22.0), (width as i32 / 2, 24))?;
+    Ok(body)
+}
+
+/// Decimals for numbers up to `max`: 3 below 10, then 2, 1 and 0.
+fn decimals(max: f64) -> usize {
+    match max.abs() {
+        m if m < 10.0 => 3,
+        m if m < 100.0 => 2,
+        m if m < 1000.0 => 1,
+        _ => 0,
+    }
 }
 
 /// `text`, cut to `max` characters with an ellipsis.
@@ -126,7 +143,11 @@ fn blues(t: f64) -> RGBColor {
         (8, 81, 156),
         (8, 48, 107),
     ];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let pos = t * (STOPS.len() - 1) as f64;
     let i = (pos.floor() as usize).min(STOPS.len() - 2);
     let f = pos - i as f64;
@@ -147,7 +168,10 @@ pub fn confusion_png(
 ) -> Result<()> {
     let k = confusion.counts.len();
     if k == 0 {
-        bail!("cannot plot {}: the confusion matrix has no classes", path.display());
+        bail!(
+            "cannot plot {}: the confusion matrix has no classes",
+            path.display()
+        );
     }
     if names.len() != k {
         bail!(
@@ -169,7 +193,12 @@ pub fn confusion_png(
     .with_context(|| format!("plotting the confusion matrix to {}", path.display()))
 }
 
-fn draw_confusion(root: &Area<'_>, confusion: &Confusion, names: &[String], title: &str) -> Result<()> {
+fn draw_confusion(
+    root: &Area<'_>,
+    confusion: &Confusion,
+    names: &[String],
+    title: &str,
+) -> Result<()> {
     let (width, height) = (CONFUSION_SIZE.0 as i32, CONFUSION_SIZE.1 as i32);
     let k = names.len();
     let supports: Vec<u64> = confusion.counts.iter().map(|r| r.iter().sum()).collect();
@@ -214,7 +243,9 @@ fn draw_confusion(root: &Area<'_>, confusion: &Confusion, names: &[String], titl
     centred(root, title, &title_font, (width / 2, 28))?;
 
     // Cells: colour by the share of the row, count and share written inside.
-    let value_size = (cell_h as f64 / 4.0).clamp(8.0, 16.0).min(cell_w as f64 / 4.0);
+    let value_size = (cell_h as f64 / 4.0)
+        .clamp(8.0, 16.0)
+        .min(cell_w as f64 / 4.0);
     for (r, row) in confusion.counts.iter().enumerate() {
         for (c, &n) in row.iter().enumerate() {
             let share = if supports[r] == 0 {
@@ -232,18 +263,32 @@ fn draw_confusion(root: &Area<'_>, confusion: &Confusion, names: &[String], titl
             let (mx, my) = (cx0 + cell_w / 2, cy0 + cell_h / 2);
             if value_size >= 8.0 && cell_h as f64 >= 2.6 * value_size {
                 let gap = (value_size * 0.65) as i32;
-                centred(root, &n.to_string(), &font(value_size).color(&ink), (mx, my - gap))?;
+                centred(
+                    root,
+                    &n.to_string(),
+                    &font(value_size).color(&ink),
+                    (mx, my - gap),
+                )?;
                 let share_text = format!("{:.1}%", 100.0 * share);
                 let small = font(value_size * 0.85).color(&ink);
                 centred(root, &share_text, &small, (mx, my + gap))?;
             } else {
-                centred(root, &n.to_string(), &font(value_size.max(7.0)).color(&ink), (mx, my))?;
+                centred(
+                    root,
+                    &n.to_string(),
+                    &font(value_size.max(7.0)).color(&ink),
+                    (mx, my),
+                )?;
             }
         }
     }
     // Grid and frame.
     for i in 0..=k as i32 {
-        let colour = if i == 0 || i == k as i32 { TEXT_COLOUR } else { WHITE };
+        let colour = if i == 0 || i == k as i32 {
+            TEXT_COLOUR
+        } else {
+            WHITE
+        };
         root.draw(&PathElement::new(
             vec![(x0 + i * cell_w, y0), (x0 + i * cell_w, y1)],
             colour,
@@ -272,12 +317,18 @@ fn draw_confusion(root: &Area<'_>, confusion: &Confusion, names: &[String], titl
             let style = label_font
                 .transform(FontTransform::Rotate270)
                 .pos(Pos::new(HPos::Right, VPos::Center));
-            root.draw_text(l, &style, (x + shift, y1 + 10)).map_err(plot_error)?;
+            root.draw_text(l, &style, (x + shift, y1 + 10))
+                .map_err(plot_error)?;
         } else {
             centred(root, l, &label_font, (x, y1 + 12 + label_h / 2))?;
         }
     }
-    centred(root, "predicted class", &axis_font, ((x0 + x1) / 2, y1 + 12 + col_block + 24))?;
+    centred(
+        root,
+        "predicted class",
+        &axis_font,
+        ((x0 + x1) / 2, y1 + 12 + col_block + 24),
+    )?;
 
     // Colour bar.
     let (bx0, bx1) = (x1 + 24, x1 + 42);
@@ -302,7 +353,12 @@ fn draw_confusion(root: &Area<'_>, confusion: &Confusion, names: &[String], titl
         root.draw_text(&format!("{:.0}%", 100.0 * t), &style, (bx1 + 7, y + shift))
             .map_err(plot_error)?;
     }
-    vertical(root, "share of the true class", &tick_font, (width - 14, (y0 + y1) / 2))?;
+    vertical(
+        root,
+        "share of the true class",
+        &tick_font,
+        (width - 14, (y0 + y1) / 2),
+    )?;
     Ok(())
 }
 
@@ -316,9 +372,7 @@ pub fn curves_png(path: &Path, epochs: &[EpochRecord], title: &str) -> Result<()
 }
 
 fn draw_curves(root: &Area<'_>, epochs: &[EpochRecord], title: &str) -> Result<()> {
-    let body = root
-        .titled(title, font(22.0))
-        .map_err(plot_error)?;
+    let body = with_title(root, title)?;
     let (left, right) = body.split_horizontally(CURVES_SIZE.0 / 2);
 
     let best = epochs
@@ -343,7 +397,12 @@ fn draw_curves(root: &Area<'_>, epochs: &[EpochRecord], title: &str) -> Result<(
                  legend_at: SeriesLabelPosition|
      -> Result<()> {
         let last = epochs.iter().map(|e| e.epoch).max().unwrap_or(1).max(1) as f64;
-        let first = epochs.iter().map(|e| e.epoch).min().unwrap_or(1).min(last as usize) as f64;
+        let first = epochs
+            .iter()
+            .map(|e| e.epoch)
+            .min()
+            .unwrap_or(1)
+            .min(last as usize) as f64;
         let pad = ((last - first) * 0.03).max(0.5);
         let mut chart = ChartBuilder::on(area)
             .caption(caption, font(16.0))
@@ -368,7 +427,11 @@ fn draw_curves(root: &Area<'_>, epochs: &[EpochRecord], title: &str) -> Result<(
             })
             .y_label_formatter(&|y| {
                 if percent {
-                    format!("{:.0}%", 100.0 * y)
+                    if *y > 1.0 + 1e-9 {
+                        String::new()
+                    } else {
+                        format!("{:.0}%", 100.0 * y)
+                    }
                 } else {
                     format!("{y:.2}")
                 }
@@ -416,8 +479,8 @@ fn draw_curves(root: &Area<'_>, epochs: &[EpochRecord], title: &str) -> Result<(
             }
         }
         if epochs.is_empty() {
-            let mid = chart.backend_coord(&((first + last) / 2.0, y_max / 2.0));
-            centred(area, "no epochs recorded", &font(16.0), mid)?;
+            let (x, y) = chart.backend_coord(&((first + last) / 2.0, y_max / 2.0));
+            centred(root, "no epochs recorded", &font(16.0), (x, y))?;
         } else {
             chart
                 .configure_series_labels()
@@ -436,7 +499,7 @@ fn draw_curves(root: &Area<'_>, epochs: &[EpochRecord], title: &str) -> Result<(
         &left,
         &acc_caption,
         "accuracy",
-        1.0,
+        1.03,
         true,
         |e| e.train_acc,
         |e| e.val_acc,
@@ -483,8 +546,10 @@ pub fn bars_png(path: &Path, bars: &[Bar], title: &str, y_label: &str) -> Result
     if bars.is_empty() {
         bail!("cannot plot {}: no bars", path.display());
     }
-    render(path, BARS_SIZE, |root| draw_bars(root, bars, title, y_label))
-        .with_context(|| format!("plotting the bar chart to {}", path.display()))
+    render(path, BARS_SIZE, |root| {
+        draw_bars(root, bars, title, y_label)
+    })
+    .with_context(|| format!("plotting the bar chart to {}", path.display()))
 }
 
 fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Result<()> {
@@ -510,13 +575,20 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
     // Room above the tallest bar for its two lines of text.
     let y_max = if y_top > 0.0 { y_top * 1.18 } else { 1.0 };
 
+    let axis_decimals = decimals(y_max).min(2);
+    let value_decimals = decimals(y_top);
+    let value_text = |b: &Bar| match b.std.filter(|s| s.is_finite()) {
+        Some(std) => format!("{:.d$} ± {:.d$}", b.mean, std.abs(), d = value_decimals),
+        None => format!("{:.d$}", b.mean, d = value_decimals),
+    };
+
     let n = bars.len();
     let plot_w = BARS_SIZE.0 as i32 - 90 - 20;
     let slot = plot_w / n as i32;
     let rotate = label_w > slot - 6;
     let x_area = if rotate { label_w + 16 } else { label_h + 16 };
 
-    let body = root.titled(title, font(22.0)).map_err(plot_error)?;
+    let body = with_title(root, title)?;
     let mut chart = ChartBuilder::on(&body)
         .margin_left(10)
         .margin_right(20)
@@ -532,7 +604,7 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
         .x_labels(0)
         .y_labels(8)
         .y_desc(y_label)
-        .y_label_formatter(&|y| format!("{y:.3}"))
+        .y_label_formatter(&|y| format!("{y:.d$}", d = axis_decimals))
         .label_style(font(12.0))
         .axis_desc_style(font(14.0))
         .light_line_style(WHITE.mix(0.0))
@@ -540,7 +612,16 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
         .draw()
         .map_err(plot_error)?;
 
-    let value_font = font(12.0);
+    // One size for every bar's text: 12 px, or 10 px when one does not fit.
+    let mut value_w = 0;
+    for b in bars.iter().filter(|b| b.mean.is_finite()) {
+        value_w = value_w.max(text_size(root, &value_text(b), &font(12.0))?.0);
+    }
+    let value_font = if value_w > slot - 4 {
+        font(10.0)
+    } else {
+        font(12.0)
+    };
     for (i, (bar, label)) in bars.iter().zip(&labels).enumerate() {
         let x = i as f64;
         let centre = x + 0.5;
@@ -557,7 +638,12 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
         }
         if !bar.mean.is_finite() {
             let (_, y) = chart.backend_coord(&(centre, 0.0));
-            centred(root, &format!("n/a, n={}", bar.n), &value_font, (cx, y - 12))?;
+            centred(
+                root,
+                &format!("n/a, n={}", bar.n),
+                &value_font,
+                (cx, y - 12),
+            )?;
             continue;
         }
         chart
@@ -567,7 +653,6 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
             )))
             .map_err(plot_error)?;
         let mut top = bar.mean.max(0.0);
-        let mut text = format!("{:.3}", bar.mean);
         if let Some(std) = bar.std.filter(|s| s.is_finite()) {
             let std = std.abs();
             let (lo, hi) = (bar.mean - std, bar.mean + std);
@@ -585,13 +670,10 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
                     .map_err(plot_error)?;
             }
             top = top.max(hi);
-            text = format!("{:.3} ± {:.3}", bar.mean, std);
         }
         let (_, ty) = chart.backend_coord(&(centre, top));
-        let (tw, _) = text_size(root, &text, &value_font)?;
-        let small = if tw > slot - 4 { font(10.0) } else { value_font.clone() };
-        centred(root, &text, &small, (cx, ty - 26))?;
-        centred(root, &format!("n={}", bar.n), &small, (cx, ty - 11))?;
+        centred(root, &value_text(bar), &value_font, (cx, ty - 26))?;
+        centred(root, &format!("n={}", bar.n), &value_font, (cx, ty - 11))?;
     }
     Ok(())
 }
