@@ -57,7 +57,11 @@ pub enum Command {
     /// k-fold sweep point pooled over its folds (give any of its trials).
     Report {
         /// Trial id (as in the leaderboard) or a prefix of its key.
-        trial: String,
+        #[arg(required_unless_present = "sweep")]
+        trial: Option<String>,
+        /// Report the best point of this sweep instead.
+        #[arg(long, conflicts_with = "trial")]
+        sweep: Option<String>,
         /// Folder for report.txt and the PNGs.
         #[arg(long, default_value = "runs/report")]
         out: PathBuf,
@@ -171,8 +175,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Report { trial, out } => {
+        Command::Report { trial, sweep, out } => {
             let store = open_existing(&cli.db)?;
+            let trial = match (trial, sweep) {
+                (Some(t), _) => t,
+                (None, Some(s)) => report::trial::best_of_sweep(&store, &s)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
             let written = report::trial::write(&store, &trial, &out)?;
             print!("{}", written.text);
             println!();

@@ -522,6 +522,14 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    /// The resolved spec (TOML) a sweep last ran with.
+    pub fn sweep_spec(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT spec_toml FROM sweeps WHERE name = ?1", [name], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
     /// Names of stored sweeps, oldest first.
     pub fn sweep_names(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self

@@ -198,3 +198,24 @@ fn version_1_databases_are_migrated() {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(version, fer_lab::store::SCHEMA_VERSION);
 }
+
+#[test]
+fn reproduce_recipe_spec_runs_and_prints_the_published_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    fer_lab(dir.path()).args(["data", "synth", "--out", "faces", "--per-class", "6", "--size", "32"]).assert().success();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/reproduce-resnet101.toml");
+    fer_lab(dir.path())
+        .args(["sweep", spec.to_str().unwrap(), "--db", "r.sqlite", "--set", "data.root=faces", "--set", "train.epochs=1", "--set", "data.image_size=32"])
+        .assert()
+        .success()
+        .stderr(contains("resnet101: no pretrained weights: training from scratch"))
+        .stderr(contains("warning: subject leak"));
+    fer_lab(dir.path())
+        .args(["report", "--sweep", "reproduce-resnet101", "--db", "r.sqlite", "--out", "rep"])
+        .assert()
+        .success()
+        .stdout(contains("published: 99.49% (Keras ResNet101 notebook"))
+        .stdout(contains("; fer-lab: "))
+        .stdout(contains("leakage: WARNING"))
+        .stdout(contains("wrote rep/curves.png"));
+}

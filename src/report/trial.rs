@@ -52,6 +52,22 @@ fn leak_line(t: &TrialRow) -> String {
     }
 }
 
+/// The published figure the sweep's spec names, if any.
+fn reference(store: &Store, sweep: &str) -> anyhow::Result<Option<crate::spec::Reference>> {
+    let Some(text) = store.sweep_spec(sweep)? else { return Ok(None) };
+    let spec: crate::spec::Spec = toml::from_str(&text).context("stored spec")?;
+    Ok(spec.experiment.reference)
+}
+
+/// The first trial of the best-ranked point of a sweep.
+pub fn best_of_sweep(store: &Store, sweep: &str) -> anyhow::Result<String> {
+    let rows = super::rows(&store.trials(Some(sweep))?, false);
+    match rows.first() {
+        Some(r) => Ok(r.trials[0].to_string()),
+        None => Err(StoreError::NoSuchTrial(format!("sweep {sweep}")).into()),
+    }
+}
+
 /// Writes the report of trial `ident` (and its sibling folds) into `out`.
 pub fn write(store: &Store, ident: &str, out: &Path) -> anyhow::Result<Written> {
     let all = store.trials(None)?;
@@ -111,6 +127,10 @@ pub fn write(store: &Store, ident: &str, out: &Path) -> anyhow::Result<Written> 
         )?,
         (Some(a), Some(f)) => writeln!(text, "accuracy {:.2} %, macro-F1 {:.4} on the {what}", 100.0 * a, f)?,
         _ => writeln!(text, "no scores yet")?,
+    }
+    if let Some(r) = reference(store, &trial.sweep)? {
+        let ours = acc.map_or("no score yet".to_string(), |a| format!("{:.2}%", 100.0 * a));
+        writeln!(text, "published: {:.2}% ({}); fer-lab: {ours} ({what})", 100.0 * r.accuracy, r.source)?;
     }
     writeln!(text, "leakage: {}", leak_line(trial))?;
     for t in &group {

@@ -33,6 +33,19 @@ pub struct Experiment {
     pub name: String,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// A published figure to compare with (`fer-lab report` prints both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+/// A published result for the same experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    /// Accuracy as a fraction (0.9949 for 99.49%).
+    pub accuracy: f64,
+    /// Where it comes from and how it was measured.
+    pub source: String,
 }
 
 fn default_seed() -> u64 {

@@ -24,6 +24,11 @@ pub fn validate(spec: &Spec) -> Problems {
             format!("experiment.name must be non-empty and use only letters, digits, '-', '_' and '.', got {name:?}"),
         ));
     }
+    if let Some(r) = &spec.experiment.reference
+        && !(0.0..=1.0).contains(&r.accuracy)
+    {
+        out.push((path(&["experiment", "reference", "accuracy"]), format!("experiment.reference.accuracy is a fraction in 0..=1 (0.9949 for 99.49%), got {}", r.accuracy)));
+    }
     validate_data(&spec.data, &mut out);
     for (field, msg) in train_problems(&spec.train) {
         out.push((path(&["train", field]), msg));
