@@ -35,6 +35,9 @@ pub enum Command {
         /// CPU threads (default: scheduler.threads, or all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Start every trial of the spec over, forgetting stored epochs and checkpoints.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Compare stored trials, best validation accuracy first.
     Leaderboard {
@@ -136,10 +139,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             spec,
             overrides,
             threads,
+            fresh,
         } => {
             let loaded = spec::load(&spec, &overrides)?;
             configure_threads(threads.unwrap_or(loaded.spec.scheduler.threads));
-            let summary = sched::run_sweep(&loaded, &cli.db)?;
+            let summary = sched::run_sweep(&loaded, &cli.db, sched::SweepOptions { fresh })?;
             eprintln!(
                 "sweep {}: {} trials: {} trained, {} skipped (already finished), {} failed, {} diverged. Results: fer-lab leaderboard --db {}",
                 loaded.spec.experiment.name,

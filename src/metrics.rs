@@ -3,7 +3,7 @@
 //! scikit-learn's conventions (a class with no predictions has precision 0).
 
 /// Rows are true classes, columns predicted classes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Confusion {
     pub counts: Vec<Vec<u64>>,
 }

@@ -10,7 +10,7 @@ use crate::data::split::{self, TrialSplit};
 use crate::data::{Dataset, synth};
 use crate::spec::{self, Devices, LoadedSpec, Protocol, TrialPlan};
 use crate::store::{Store, TrialId, TrialStatus};
-use crate::train::{self, Control, Ending, EpochRecord, RunOptions, Sink};
+use crate::train::{self, Control, Ending, EpochRecord, RunOptions, Sink, checkpoint};
 use anyhow::{Context, bail};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -174,7 +174,19 @@ pub fn leak_warnings(leak: &serde_json::Value) -> Vec<String> {
 }
 
 /// Runs every unfinished trial of the spec, recording into the database at `db`.
-pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary> {
+/// Where a trial's checkpoints live: beside the database, by plan key.
+pub fn trial_dir(db: &Path, key: &str) -> PathBuf {
+    db.parent().unwrap_or(Path::new(".")).join("trials").join(&key[..16])
+}
+
+/// Options of one `sweep` invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SweepOptions {
+    /// Start every trial of the spec over: forget stored epochs and checkpoints.
+    pub fresh: bool,
+}
+
+pub fn run_sweep(loaded: &LoadedSpec, db: &Path, options: SweepOptions) -> anyhow::Result<SweepSummary> {
     let spec = &loaded.spec;
     let plans = spec::expand(spec);
     let (device, device_name) = resolve_device(&spec.scheduler.devices)?;
@@ -199,6 +211,17 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
     }
     let mut store = Store::open(db)?;
     let (_, trials) = store.register(&spec.experiment.name, &loaded.path.display().to_string(), &loaded.resolved_toml(), &plans)?;
+    let trials = if options.fresh {
+        let ids: Vec<TrialId> = trials.iter().map(|(id, _)| *id).collect();
+        store.reset_trials(&ids)?;
+        for p in &plans {
+            checkpoint::clear(&trial_dir(db, &p.key()))?;
+        }
+        eprintln!("sweep {}: --fresh: all {} trials start over", spec.experiment.name, ids.len());
+        ids.into_iter().map(|id| (id, TrialStatus::Pending)).collect()
+    } else {
+        trials
+    };
     let mut summary = SweepSummary {
         trials: plans.len(),
         ..SweepSummary::default()
@@ -218,7 +241,9 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
         let (split, leak) = &splits[*index];
         let fold = plan.fold.map_or(String::new(), |f| format!(" fold {f}"));
         let label = format!("[{}/{}] {}{fold} {}", n + 1, todo.len(), plan.backbone.name, describe_params(plan)).trim_end().to_string();
-        store.start_trial(*id, &device_name)?;
+        let dir = trial_dir(db, &plan.key());
+        let resume_after = checkpoint::peek(&dir, &plan.key()).unwrap_or(0);
+        store.start_trial(*id, &device_name, resume_after)?;
         if let Some(leak) = leak {
             store.set_leak(*id, &leak.to_string())?;
         }
@@ -229,7 +254,11 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
             progress: Progress::new(&label, plan.train.epochs, batches),
             epochs: plan.train.epochs,
         };
-        let result = train::run(plan, &data.ds, split, &device, &mut sink, RunOptions::default());
+        let options = RunOptions {
+            checkpoint_dir: Some(dir.clone()),
+            ..RunOptions::default()
+        };
+        let result = train::run(plan, &data.ds, split, &device, &mut sink, options);
         sink.progress.finish();
         let result = result.and_then(|outcome| {
             if let (Some(best), Some(val)) = (&outcome.best, &outcome.best_val) {
@@ -246,6 +275,10 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path) -> anyhow::Result<SweepSummary>
                 };
                 let note = (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
                 store.finish_trial(*id, status, note)?;
+                // A finished trial needs no resume point (they are large).
+                if let Err(e) = checkpoint::clear(&dir) {
+                    eprintln!("warning: cannot remove {}: {e}", dir.display());
+                }
                 match status {
                     TrialStatus::Diverged => summary.diverged += 1,
                     _ => summary.done += 1,

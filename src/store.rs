@@ -314,28 +314,55 @@ impl Store {
         Ok((SweepId(sweep), out))
     }
 
-    /// Marks a trial running on `device` and clears epochs of any earlier,
-    /// unfinished attempt (training restarts from epoch 1).
-    pub fn start_trial(&mut self, id: TrialId, device: &str) -> Result<(), StoreError> {
+    /// Marks a trial running on `device`. Epochs after `resume_after` (the
+    /// last checkpointed epoch; 0 = start over) from an earlier attempt are
+    /// removed, so the table never holds an epoch the weights do not.
+    pub fn start_trial(&mut self, id: TrialId, device: &str, resume_after: usize) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = move |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(&err)?;
-        tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0])
+        // Epochs past the checkpoint are trained again (deterministically).
+        tx.execute("DELETE FROM epochs WHERE trial_id = ?1 AND epoch > ?2", params![id.0, resume_after as i64])
             .map_err(&err)?;
         tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])
             .map_err(&err)?;
         let at = now();
         tx.execute(
             "UPDATE trials SET status = 'running', device = ?2, attempts = attempts + 1, started_at = ?3,
-             heartbeat_at = ?3, finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
-             best_val_macro_f1 = NULL, error = NULL, test_loss = NULL, test_acc = NULL, test_macro_f1 = NULL,
-             notes = NULL WHERE id = ?1",
+             heartbeat_at = ?3, finished_at = NULL, error = NULL, test_loss = NULL, test_acc = NULL,
+             test_macro_f1 = NULL, notes = NULL,
+             (best_epoch, best_val_acc, best_val_macro_f1) =
+               (SELECT epoch, val_acc, val_macro_f1 FROM epochs WHERE trial_id = ?1
+                ORDER BY val_acc DESC, epoch ASC LIMIT 1)
+             WHERE id = ?1",
             params![id.0, device, at],
         )
         .map_err(&err)?;
+        tx.commit().map_err(&err)
+    }
+
+    /// Puts trials back to `pending` with no epochs (`sweep --fresh`).
+    pub fn reset_trials(&mut self, ids: &[TrialId]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(&err)?;
+        for id in ids {
+            tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0]).map_err(&err)?;
+            tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0]).map_err(&err)?;
+            tx.execute(
+                "UPDATE trials SET status = 'pending', finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
+                 best_val_macro_f1 = NULL, error = NULL, test_loss = NULL, test_acc = NULL, test_macro_f1 = NULL,
+                 notes = NULL WHERE id = ?1",
+                [id.0],
+            )
+            .map_err(&err)?;
+        }
         tx.commit().map_err(&err)
     }
 

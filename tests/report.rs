@@ -448,3 +448,31 @@ fn confusion_png_fits_twenty_classes() {
     confusion_png(&path, &m, &names, "twenty classes").unwrap();
     assert_png(&path, CONFUSION_SIZE);
 }
+
+#[test]
+fn bars_png_survives_a_missing_mean_and_negative_values() {
+    let (_keep, dir) = plot_dir();
+    let path = dir.join("bars_odd.png");
+    let bars = vec![
+        Bar {
+            label: "gain".into(),
+            mean: 0.05,
+            std: Some(0.02),
+            n: 5,
+        },
+        Bar {
+            label: "loss".into(),
+            mean: -0.03,
+            std: Some(0.01),
+            n: 5,
+        },
+        Bar {
+            label: "failed".into(),
+            mean: f64::NAN,
+            std: None,
+            n: 0,
+        },
+    ];
+    bars_png(&path, &bars, "change in accuracy", "delta").unwrap();
+    assert_png(&path, BARS_SIZE);
+}

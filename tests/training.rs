@@ -137,7 +137,7 @@ fn store_round_trips_trials_and_epochs() {
     assert_eq!(trials.len(), 2);
     assert!(trials.iter().all(|(_, s)| *s == TrialStatus::Pending));
     let id = trials[1].0;
-    store.start_trial(id, "cpu").unwrap();
+    store.start_trial(id, "cpu", 0).unwrap();
     let record = |epoch: usize, val_acc: f64| EpochRecord {
         epoch,
         train_loss: 1.0 / epoch as f64,
@@ -174,7 +174,7 @@ fn store_round_trips_trials_and_epochs() {
     assert_eq!(rows[1].status, TrialStatus::Pending);
     assert!(store.trials(Some("other")).unwrap().is_empty());
     // A restarted trial starts from a clean slate.
-    store.start_trial(id, "cpu").unwrap();
+    store.start_trial(id, "cpu", 0).unwrap();
     assert!(store.epochs(id).unwrap().is_empty());
     assert_eq!(
         store

@@ -5,6 +5,7 @@
 //! Deterministic on the CPU: weights come from the plan's seed, and batch
 //! order and augmentation from a second seeded stream.
 
+pub mod checkpoint;
 pub mod optim;
 pub mod schedule;
 
@@ -21,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use std::time::Instant;
 
 /// One finished epoch, as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
@@ -96,30 +97,77 @@ pub struct Outcome {
 }
 
 /// Copies of every parameter and buffer, to go back to the best epoch.
-struct Snapshot(Vec<(candle_core::Var, Tensor)>);
+struct Snapshot(Vec<(String, candle_core::Var, Tensor)>);
 
 impl Snapshot {
     fn take(model: &models::Model) -> candle_core::Result<Self> {
         let map = model.params.varmap().data().lock().expect("varmap lock");
-        map.values().map(|v| Ok((v.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>().map(Self)
+        map.iter().map(|(k, v)| Ok((k.clone(), v.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>().map(Self)
     }
 
     fn restore(&self) -> candle_core::Result<()> {
-        self.0.iter().try_for_each(|(var, t)| var.set(t))
+        self.0.iter().try_for_each(|(_, var, t)| var.set(t))
     }
 }
 
+/// Every tensor a checkpoint holds: `param/*`, `m/*`, `v/*`, `best/*`.
+fn checkpoint_tensors(model: &models::Model, optimizer: &Optimizer, snapshot: Option<&Snapshot>) -> candle_core::Result<std::collections::HashMap<String, Tensor>> {
+    let cpu = Device::Cpu;
+    let mut out = std::collections::HashMap::new();
+    for (name, var) in model.params.varmap().data().lock().expect("varmap lock").iter() {
+        out.insert(format!("param/{name}"), var.as_tensor().to_device(&cpu)?);
+    }
+    for ((name, _), (m, v)) in model.params.trainable().iter().zip(optimizer.moments()?) {
+        out.insert(format!("m/{name}"), m);
+        out.insert(format!("v/{name}"), v);
+    }
+    if let Some(s) = snapshot {
+        for (name, _, t) in &s.0 {
+            out.insert(format!("best/{name}"), t.to_device(&cpu)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Puts a checkpoint's tensors back into the model and optimiser; returns
+/// the best-epoch snapshot if the checkpoint has one.
+fn restore_checkpoint(model: &models::Model, optimizer: &mut Optimizer, ck: &checkpoint::Checkpoint) -> anyhow::Result<Option<Snapshot>> {
+    let get = |key: String| ck.tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"));
+    let vars: Vec<(String, candle_core::Var)> = model.params.varmap().data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (name, var) in &vars {
+        var.set(&get(format!("param/{name}"))?.to_device(var.device())?)?;
+    }
+    let moments = model
+        .params
+        .trainable()
+        .iter()
+        .map(|(name, _)| Ok((get(format!("m/{name}"))?.clone(), get(format!("v/{name}"))?.clone())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    optimizer.restore(moments, ck.manifest.optimizer_steps)?;
+    if !ck.manifest.has_best_weights {
+        return Ok(None);
+    }
+    let best = vars
+        .iter()
+        .map(|(name, var)| Ok((name.clone(), var.clone(), get(format!("best/{name}"))?.to_device(var.device())?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(Snapshot(best)))
+}
+
 /// Options that are not part of the plan (they must not change results).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Use the fused in-place optimiser step on the CPU.
     pub fused_optimizer: bool,
+    /// Where to keep per-epoch checkpoints and resume from (none: no checkpoints).
+    pub checkpoint_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
             fused_optimizer: true,
+            checkpoint_dir: None,
         }
     }
 }
@@ -171,6 +219,18 @@ pub fn run(
     let mut best: Option<EpochRecord> = None;
     let mut best_val: Option<Score> = None;
     let mut snapshot: Option<Snapshot> = None;
+    let mut start_epoch = 0;
+    let key = plan.key();
+    if let Some(dir) = &options.checkpoint_dir
+        && let Some(ck) = checkpoint::load(dir, &key)?
+    {
+        snapshot = restore_checkpoint(&model, &mut optimizer, &ck)?;
+        rng = ck.manifest.rng()?;
+        best = ck.manifest.best.clone();
+        best_val = ck.manifest.best_val();
+        start_epoch = ck.manifest.epoch;
+        sink.note(&format!("resuming after epoch {start_epoch} from the checkpoint in {}", dir.display()));
+    }
     let finish = |ending, epochs_run, best, best_val, snapshot: Option<Snapshot>| -> anyhow::Result<Outcome> {
         let test = match (&split.test, snapshot) {
             (Some(test), Some(snap)) => {
@@ -188,7 +248,7 @@ pub fn run(
             test,
         })
     };
-    for epoch in 0..t.epochs {
+    for epoch in start_epoch..t.epochs {
         let started = Instant::now();
         let lr = schedule::lr_at(t, epoch);
         let batches = epoch_batches(&split.train, t.batch_size, &mut rng);
@@ -233,7 +293,24 @@ pub fn run(
                 snapshot = Some(Snapshot::take(&model)?);
             }
         }
-        if sink.epoch(&record)? == Control::Stop {
+        let control = sink.epoch(&record)?;
+        if let Some(dir) = &options.checkpoint_dir {
+            let manifest = checkpoint::Manifest {
+                plan_key: key.clone(),
+                epoch: epoch + 1,
+                optimizer_steps: optimizer.steps(),
+                rng_seed: hex::encode(rng.get_seed()),
+                rng_stream: rng.get_stream(),
+                rng_word_pos: rng.get_word_pos().to_string(),
+                best: best.clone(),
+                best_val_loss: best_val.as_ref().map(|b| b.loss),
+                best_val_confusion: best_val.as_ref().map(|b| b.confusion.clone()),
+                has_best_weights: snapshot.is_some(),
+                tensors: String::new(),
+            };
+            checkpoint::save(dir, manifest, &checkpoint_tensors(&model, &optimizer, snapshot.as_ref())?)?;
+        }
+        if control == Control::Stop {
             return finish(Ending::Stopped, epoch + 1, best, best_val, snapshot);
         }
     }

@@ -53,6 +53,38 @@ impl Optimizer {
         })
     }
 
+    /// The moments of every parameter, in parameter order, as CPU tensors.
+    pub fn moments(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        self.params
+            .iter()
+            .map(|(var, state)| match state {
+                State::Host(m, v) => Ok((Tensor::from_slice(m, var.shape(), &candle_core::Device::Cpu)?, Tensor::from_slice(v, var.shape(), &candle_core::Device::Cpu)?)),
+                State::Device(m, v) => Ok((m.to_device(&candle_core::Device::Cpu)?, v.to_device(&candle_core::Device::Cpu)?)),
+            })
+            .collect()
+    }
+
+    /// Restores moments saved by [`Optimizer::moments`] and the step count.
+    pub fn restore(&mut self, moments: Vec<(Tensor, Tensor)>, steps: u64) -> Result<()> {
+        if moments.len() != self.params.len() {
+            candle_core::bail!("checkpoint has {} optimiser states, the model {}", moments.len(), self.params.len());
+        }
+        for ((var, state), (m, v)) in self.params.iter_mut().zip(moments) {
+            match state {
+                State::Host(hm, hv) => {
+                    *hm = m.flatten_all()?.to_vec1::<f32>()?;
+                    *hv = v.flatten_all()?.to_vec1::<f32>()?;
+                }
+                State::Device(dm, dv) => {
+                    *dm = m.to_device(var.device())?;
+                    *dv = v.to_device(var.device())?;
+                }
+            }
+        }
+        self.step = steps;
+        Ok(())
+    }
+
     pub fn steps(&self) -> u64 {
         self.step
     }
