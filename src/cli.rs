@@ -102,15 +102,25 @@ pub struct UsageError(pub String);
 
 fn open_existing(db: &std::path::Path) -> anyhow::Result<Store> {
     if !db.exists() {
-        return Err(UsageError(format!("no database at {}; run `fer-lab sweep SPEC` first or pass --db", db.display())).into());
+        return Err(UsageError(format!(
+            "no database at {}; run `fer-lab sweep SPEC` first or pass --db",
+            db.display()
+        ))
+        .into());
     }
     Ok(Store::open(db)?)
 }
 
 /// The one place that maps errors to exit codes.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    let no_trial = matches!(err.downcast_ref::<crate::store::StoreError>(), Some(crate::store::StoreError::NoSuchTrial(_)));
-    if err.downcast_ref::<SpecError>().is_some() || err.downcast_ref::<UsageError>().is_some() || no_trial {
+    let no_trial = matches!(
+        err.downcast_ref::<crate::store::StoreError>(),
+        Some(crate::store::StoreError::NoSuchTrial(_))
+    );
+    if err.downcast_ref::<SpecError>().is_some()
+        || err.downcast_ref::<UsageError>().is_some()
+        || no_trial
+    {
         2
     } else {
         1
@@ -162,19 +172,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Leaderboard { sweep, format, per_trial, plot, top } => {
+        Command::Leaderboard {
+            sweep,
+            format,
+            per_trial,
+            plot,
+            top,
+        } => {
             let store = open_existing(&cli.db)?;
             if let Some(name) = &sweep
                 && !store.sweep_names()?.contains(name)
             {
                 let known = store.sweep_names()?.join(", ");
-                return Err(UsageError(format!("no sweep named {name:?} in {}; stored sweeps: {known}", cli.db.display())).into());
+                return Err(UsageError(format!(
+                    "no sweep named {name:?} in {}; stored sweeps: {known}",
+                    cli.db.display()
+                ))
+                .into());
             }
             let rows = report::rows(&store.trials(sweep.as_deref())?, per_trial);
             print!("{}", report::render(&rows, format));
             if let Some(path) = plot {
-                let title = format!("fer-lab leaderboard{}", sweep.map_or(String::new(), |s| format!(": {s}")));
-                report::plots::bars_png(&path, &report::bars(&rows, top), &title, "accuracy % (mean ± std over folds)")?;
+                let title = format!(
+                    "fer-lab leaderboard{}",
+                    sweep.map_or(String::new(), |s| format!(": {s}"))
+                );
+                report::plots::bars_png(
+                    &path,
+                    &report::bars(&rows, top),
+                    &title,
+                    "accuracy % (mean ± std over folds)",
+                )?;
                 eprintln!("plot: {}", path.display());
             }
             Ok(())

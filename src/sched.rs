@@ -132,23 +132,41 @@ pub fn prepare_data(plan: &TrialPlan) -> anyhow::Result<PreparedData> {
 }
 
 /// The split of one trial, and its leakage where subjects are known.
-pub fn trial_split(plan: &TrialPlan, data: &PreparedData) -> anyhow::Result<(TrialSplit, Option<serde_json::Value>)> {
+pub fn trial_split(
+    plan: &TrialPlan,
+    data: &PreparedData,
+) -> anyhow::Result<(TrialSplit, Option<serde_json::Value>)> {
     let d = &plan.data;
     let split: TrialSplit = match d.protocol {
-        Protocol::Holdout => split::stratified_holdout(&data.ds.labels, &data.ds.classes, d.val_fraction, plan.seed)?.into(),
+        Protocol::Holdout => {
+            split::stratified_holdout(&data.ds.labels, &data.ds.classes, d.val_fraction, plan.seed)?
+                .into()
+        }
         Protocol::SubjectKfold => {
             let subjects = data.subjects.as_ref().expect("checked in prepare_data");
-            split::subject_kfold(subjects, d.folds, plan.fold.expect("k-fold plans have a fold"), d.inner_val_fraction, plan.seed)
+            split::subject_kfold(
+                subjects,
+                d.folds,
+                plan.fold.expect("k-fold plans have a fold"),
+                d.inner_val_fraction,
+                plan.seed,
+            )
         }
         Protocol::Folders => data.folders.clone().expect("folders data set"),
     };
     let leak = match (&data.subjects, &data.sequences) {
         (Some(subjects), Some(sequences)) => {
             let mut sides = serde_json::Map::new();
-            sides.insert("train_vs_val".into(), serde_json::to_value(split::leak(subjects, sequences, &split.train, &split.val))?);
+            sides.insert(
+                "train_vs_val".into(),
+                serde_json::to_value(split::leak(subjects, sequences, &split.train, &split.val))?,
+            );
             if let Some(test) = &split.test {
                 let seen: Vec<usize> = split.train.iter().chain(&split.val).copied().collect();
-                sides.insert("train_vs_test".into(), serde_json::to_value(split::leak(subjects, sequences, &seen, test))?);
+                sides.insert(
+                    "train_vs_test".into(),
+                    serde_json::to_value(split::leak(subjects, sequences, &seen, test))?,
+                );
             }
             Some(serde_json::Value::Object(sides))
         }
@@ -162,7 +180,12 @@ pub fn trial_split(plan: &TrialPlan, data: &PreparedData) -> anyhow::Result<(Tri
 pub fn leak_warnings(leak: &serde_json::Value) -> Vec<String> {
     let mut out = Vec::new();
     for (side, name) in [("train_vs_val", "validation"), ("train_vs_test", "test")] {
-        let Some(l) = leak.get(side).and_then(|v| serde_json::from_value::<split::Leak>(v.clone()).ok()) else { continue };
+        let Some(l) = leak
+            .get(side)
+            .and_then(|v| serde_json::from_value::<split::Leak>(v.clone()).ok())
+        else {
+            continue;
+        };
         if l.is_leaky() {
             out.push(format!(
                 "subject leak: the {name} images share {} of {} subjects and {} of {} sequences with training",
@@ -176,7 +199,10 @@ pub fn leak_warnings(leak: &serde_json::Value) -> Vec<String> {
 /// Runs every unfinished trial of the spec, recording into the database at `db`.
 /// Where a trial's checkpoints live: beside the database, by plan key.
 pub fn trial_dir(db: &Path, key: &str) -> PathBuf {
-    db.parent().unwrap_or(Path::new(".")).join("trials").join(&key[..16])
+    db.parent()
+        .unwrap_or(Path::new("."))
+        .join("trials")
+        .join(&key[..16])
 }
 
 /// Options of one `sweep` invocation.
@@ -186,23 +212,36 @@ pub struct SweepOptions {
     pub fresh: bool,
 }
 
-pub fn run_sweep(loaded: &LoadedSpec, db: &Path, options: SweepOptions) -> anyhow::Result<SweepSummary> {
+pub fn run_sweep(
+    loaded: &LoadedSpec,
+    db: &Path,
+    options: SweepOptions,
+) -> anyhow::Result<SweepSummary> {
     let spec = &loaded.spec;
     let plans = spec::expand(spec);
     let (device, device_name) = resolve_device(&spec.scheduler.devices)?;
     // Data and splits first: a bad data root writes nothing to the database.
     let data = prepare_data(&plans[0])?;
-    let splits: Vec<(TrialSplit, Option<serde_json::Value>)> = plans.iter().map(|p| trial_split(p, &data)).collect::<anyhow::Result<_>>()?;
+    let splits: Vec<(TrialSplit, Option<serde_json::Value>)> = plans
+        .iter()
+        .map(|p| trial_split(p, &data))
+        .collect::<anyhow::Result<_>>()?;
     let first = &splits[0].0;
     eprintln!(
         "data: {} images in {} classes from {} ({} protocol; first trial: {} train / {} validation{})",
         data.ds.len(),
         data.ds.classes.len(),
         data.ds.root.display(),
-        toml::Value::try_from(spec.data.protocol).map_or(String::new(), |v| v.as_str().unwrap_or_default().to_string()),
+        toml::Value::try_from(spec.data.protocol).map_or(String::new(), |v| v
+            .as_str()
+            .unwrap_or_default()
+            .to_string()),
         first.train.len(),
         first.val.len(),
-        first.test.as_ref().map_or(String::new(), |t| format!(" / {} test", t.len()))
+        first
+            .test
+            .as_ref()
+            .map_or(String::new(), |t| format!(" / {} test", t.len()))
     );
     if let Some(leak) = &splits[0].1 {
         for w in leak_warnings(leak) {
@@ -210,15 +249,26 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path, options: SweepOptions) -> anyho
         }
     }
     let mut store = Store::open(db)?;
-    let (_, trials) = store.register(&spec.experiment.name, &loaded.path.display().to_string(), &loaded.resolved_toml(), &plans)?;
+    let (_, trials) = store.register(
+        &spec.experiment.name,
+        &loaded.path.display().to_string(),
+        &loaded.resolved_toml(),
+        &plans,
+    )?;
     let trials = if options.fresh {
         let ids: Vec<TrialId> = trials.iter().map(|(id, _)| *id).collect();
         store.reset_trials(&ids)?;
         for p in &plans {
             checkpoint::clear(&trial_dir(db, &p.key()))?;
         }
-        eprintln!("sweep {}: --fresh: all {} trials start over", spec.experiment.name, ids.len());
-        ids.into_iter().map(|id| (id, TrialStatus::Pending)).collect()
+        eprintln!(
+            "sweep {}: --fresh: all {} trials start over",
+            spec.experiment.name,
+            ids.len()
+        );
+        ids.into_iter()
+            .map(|id| (id, TrialStatus::Pending))
+            .collect()
     } else {
         trials
     };
@@ -234,13 +284,26 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path, options: SweepOptions) -> anyho
         .collect();
     summary.skipped = plans.len() - todo.len();
     if summary.skipped > 0 {
-        eprintln!("sweep {}: {} of {} trials already finished, skipped", spec.experiment.name, summary.skipped, plans.len());
+        eprintln!(
+            "sweep {}: {} of {} trials already finished, skipped",
+            spec.experiment.name,
+            summary.skipped,
+            plans.len()
+        );
     }
     for (n, (index, id)) in todo.iter().enumerate() {
         let plan = &plans[*index];
         let (split, leak) = &splits[*index];
         let fold = plan.fold.map_or(String::new(), |f| format!(" fold {f}"));
-        let label = format!("[{}/{}] {}{fold} {}", n + 1, todo.len(), plan.backbone.name, describe_params(plan)).trim_end().to_string();
+        let label = format!(
+            "[{}/{}] {}{fold} {}",
+            n + 1,
+            todo.len(),
+            plan.backbone.name,
+            describe_params(plan)
+        )
+        .trim_end()
+        .to_string();
         let dir = trial_dir(db, &plan.key());
         let resume_after = checkpoint::peek(&dir, &plan.key()).unwrap_or(0);
         store.start_trial(*id, &device_name, resume_after)?;
@@ -273,7 +336,8 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path, options: SweepOptions) -> anyho
                     Ending::Completed | Ending::Stopped => TrialStatus::Done,
                     Ending::Diverged => TrialStatus::Diverged,
                 };
-                let note = (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
+                let note =
+                    (status == TrialStatus::Diverged).then_some("loss became NaN or infinite");
                 store.finish_trial(*id, status, note)?;
                 // A finished trial needs no resume point (they are large).
                 if let Err(e) = checkpoint::clear(&dir) {
@@ -283,9 +347,19 @@ pub fn run_sweep(loaded: &LoadedSpec, db: &Path, options: SweepOptions) -> anyho
                     TrialStatus::Diverged => summary.diverged += 1,
                     _ => summary.done += 1,
                 }
-                let mut best = outcome.best.map_or("no epoch".to_string(), |b| format!("best val acc {:.2}% at epoch {}", 100.0 * b.val_acc, b.epoch));
+                let mut best = outcome.best.map_or("no epoch".to_string(), |b| {
+                    format!(
+                        "best val acc {:.2}% at epoch {}",
+                        100.0 * b.val_acc,
+                        b.epoch
+                    )
+                });
                 if let Some(t) = &outcome.test {
-                    best += &format!("; test acc {:.2}%, macro-F1 {:.4} at that epoch", 100.0 * t.acc, t.macro_f1);
+                    best += &format!(
+                        "; test acc {:.2}%, macro-F1 {:.4} at that epoch",
+                        100.0 * t.acc,
+                        t.macro_f1
+                    );
                 }
                 eprintln!("{label}: {} ({best})", status.as_str());
             }
@@ -330,7 +404,8 @@ impl Sink for StoreSink<'_> {
         if let Err(e) = self.store.add_note(self.trial, text) {
             eprintln!("warning: cannot store a note: {e}");
         }
-        self.progress.line(&format!("{}: {text}", self.progress.label));
+        self.progress
+            .line(&format!("{}: {text}", self.progress.label));
     }
 }
 

@@ -256,7 +256,9 @@ impl Store {
         for (target, sql) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
             if version < target {
                 self.conn
-                    .execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {target}; COMMIT;"))
+                    .execute_batch(&format!(
+                        "BEGIN; {sql} PRAGMA user_version = {target}; COMMIT;"
+                    ))
                     .map_err(self.err())?;
             }
         }
@@ -317,7 +319,12 @@ impl Store {
     /// Marks a trial running on `device`. Epochs after `resume_after` (the
     /// last checkpointed epoch; 0 = start over) from an earlier attempt are
     /// removed, so the table never holds an epoch the weights do not.
-    pub fn start_trial(&mut self, id: TrialId, device: &str, resume_after: usize) -> Result<(), StoreError> {
+    pub fn start_trial(
+        &mut self,
+        id: TrialId,
+        device: &str,
+        resume_after: usize,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = move |source| StoreError::Sqlite {
             path: path.clone(),
@@ -325,8 +332,11 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(&err)?;
         // Epochs past the checkpoint are trained again (deterministically).
-        tx.execute("DELETE FROM epochs WHERE trial_id = ?1 AND epoch > ?2", params![id.0, resume_after as i64])
-            .map_err(&err)?;
+        tx.execute(
+            "DELETE FROM epochs WHERE trial_id = ?1 AND epoch > ?2",
+            params![id.0, resume_after as i64],
+        )
+        .map_err(&err)?;
         tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])
             .map_err(&err)?;
         let at = now();
@@ -353,8 +363,10 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(&err)?;
         for id in ids {
-            tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0]).map_err(&err)?;
-            tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0]).map_err(&err)?;
+            tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0])
+                .map_err(&err)?;
+            tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])
+                .map_err(&err)?;
             tx.execute(
                 "UPDATE trials SET status = 'pending', finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
                  best_val_macro_f1 = NULL, error = NULL, test_loss = NULL, test_acc = NULL, test_macro_f1 = NULL,
@@ -455,7 +467,12 @@ impl Store {
 
     /// Records a note about the trial (leakage, pretrained weights), shown by `report`.
     pub fn set_leak(&mut self, id: TrialId, leak_json: &str) -> Result<(), StoreError> {
-        self.conn.execute("UPDATE trials SET leak_json = ?2 WHERE id = ?1", params![id.0, leak_json]).map_err(self.err())?;
+        self.conn
+            .execute(
+                "UPDATE trials SET leak_json = ?2 WHERE id = ?1",
+                params![id.0, leak_json],
+            )
+            .map_err(self.err())?;
         Ok(())
     }
 
@@ -471,14 +488,28 @@ impl Store {
     }
 
     pub fn notes(&self, id: TrialId) -> Result<Option<String>, StoreError> {
-        self.conn.query_row("SELECT notes FROM trials WHERE id = ?1", [id.0], |r| r.get(0)).map_err(self.err())
+        self.conn
+            .query_row("SELECT notes FROM trials WHERE id = ?1", [id.0], |r| {
+                r.get(0)
+            })
+            .map_err(self.err())
     }
 
     /// Stores the scores of a finished trial: the best epoch's validation
     /// confusion and, where a test set was scored, its results.
-    pub fn record_scores(&mut self, id: TrialId, classes: &[String], best_epoch: usize, val: &crate::metrics::Confusion, test: Option<(f64, &crate::metrics::Confusion)>) -> Result<(), StoreError> {
+    pub fn record_scores(
+        &mut self,
+        id: TrialId,
+        classes: &[String],
+        best_epoch: usize,
+        val: &crate::metrics::Confusion,
+        test: Option<(f64, &crate::metrics::Confusion)>,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = move |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(&err)?;
         let classes_json = serde_json::to_string(classes).expect("strings serialise");
         let put = |split: &str, m: &crate::metrics::Confusion| {
@@ -552,7 +583,11 @@ impl Store {
     /// The resolved spec (TOML) a sweep last ran with.
     pub fn sweep_spec(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT spec_toml FROM sweeps WHERE name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT spec_toml FROM sweeps WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(self.err())
     }

@@ -148,7 +148,9 @@ fn sweep_then_leaderboard_then_resume() {
         .args(["sweep", "tiny.toml", "--db", "out/t.sqlite"])
         .assert()
         .success()
-        .stderr(contains("(holdout protocol; first trial: 42 train / 14 validation)"))
+        .stderr(contains(
+            "(holdout protocol; first trial: 42 train / 14 validation)",
+        ))
         .stderr(contains("[2/2] resnet10 lr=0.01 epoch 2/2: train loss"))
         .stderr(contains("sweep tiny: 2 trials: 2 trained, 0 skipped"));
     let db = dir.path().join("out/t.sqlite");
@@ -198,11 +200,7 @@ fn sweep_then_leaderboard_then_resume() {
         .args(["leaderboard", "--db", "out/t.sqlite"])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8(table.stdout)
-            .unwrap()
-            .contains("acc %")
-    );
+    assert!(String::from_utf8(table.stdout).unwrap().contains("acc %"));
     fer_lab(dir.path())
         .args(["leaderboard", "--db", "out/t.sqlite", "--sweep", "nope"])
         .assert()

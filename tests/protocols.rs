@@ -35,15 +35,24 @@ fn check_kfold(subjects: &[String], folds: usize) {
         }
         let of = |idx: &[usize]| idx.iter().map(|&i| &subjects[i]).collect::<HashSet<_>>();
         let (tr, va, te) = (of(&s.train), of(&s.val), of(test));
-        assert!(tr.is_disjoint(&te) && va.is_disjoint(&te) && tr.is_disjoint(&va), "fold {fold}");
+        assert!(
+            tr.is_disjoint(&te) && va.is_disjoint(&te) && tr.is_disjoint(&va),
+            "fold {fold}"
+        );
         assert!(!va.is_empty() && !tr.is_empty());
         assert_eq!(s.train.len() + s.val.len() + test.len(), subjects.len());
         fold_subjects.push(te);
     }
-    assert!(tested.iter().all(|&n| n == 1), "every image is tested exactly once");
+    assert!(
+        tested.iter().all(|&n| n == 1),
+        "every image is tested exactly once"
+    );
     for a in 0..folds {
         for b in a + 1..folds {
-            assert!(fold_subjects[a].is_disjoint(&fold_subjects[b]), "folds {a} and {b} share a subject");
+            assert!(
+                fold_subjects[a].is_disjoint(&fold_subjects[b]),
+                "folds {a} and {b} share a subject"
+            );
         }
     }
 }
@@ -82,7 +91,9 @@ fn subject_kfold_on_synthetic_faces() {
 fn leak_counts_on_a_hand_made_split() {
     // Subjects a, b, c; sequences a1, a2, b1, c1.
     let subjects: Vec<String> = ["a", "a", "a", "b", "b", "c"].map(String::from).to_vec();
-    let sequences: Vec<String> = ["a1", "a1", "a2", "b1", "b1", "c1"].map(String::from).to_vec();
+    let sequences: Vec<String> = ["a1", "a1", "a2", "b1", "b1", "c1"]
+        .map(String::from)
+        .to_vec();
     // Train: a1, b1; eval: a1 (other frame), a2, c1.
     let l = leak(&subjects, &sequences, &[0, 3, 4], &[1, 2, 5]);
     assert_eq!(l.subjects, Overlap { shared: 1, of: 2 });
@@ -102,13 +113,29 @@ fn folders_protocol_uses_the_given_split() {
     }
     let (ds, split) = Dataset::load_folders(dir.path(), 16, 1).unwrap();
     assert_eq!(ds.classes, synth::CLASSES);
-    assert_eq!((split.train.len(), split.val.len(), split.test.as_ref().map(Vec::len)), (42, 21, Some(14)));
+    assert_eq!(
+        (
+            split.train.len(),
+            split.val.len(),
+            split.test.as_ref().map(Vec::len)
+        ),
+        (42, 21, Some(14))
+    );
     assert!(ds.files[split.val[0]].starts_with("val"));
     std::fs::remove_dir_all(dir.path().join("test/happy")).unwrap();
-    let err = Dataset::load_folders(dir.path(), 16, 1).unwrap_err().to_string();
-    assert!(err.contains("test/ has classes [anger, contempt, disgust, fear, sadness, surprise] but train/ has"), "{err}");
+    let err = Dataset::load_folders(dir.path(), 16, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "test/ has classes [anger, contempt, disgust, fear, sadness, surprise] but train/ has"
+        ),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir.path().join("val")).unwrap();
-    let err = Dataset::load_folders(dir.path(), 16, 1).unwrap_err().to_string();
+    let err = Dataset::load_folders(dir.path(), 16, 1)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("val is missing"), "{err}");
 }
 
@@ -116,27 +143,58 @@ fn folders_protocol_uses_the_given_split() {
 fn pretrained_weights_load_with_a_fresh_head_and_grey_first_conv() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resnet10.safetensors");
-    let rgb = ModelConfig { num_classes: 1000, in_channels: 3 };
+    let rgb = ModelConfig {
+        num_classes: 1000,
+        in_channels: 3,
+    };
     let source = models::build("resnet10", &rgb, 1, &Device::Cpu).unwrap();
     source.params.varmap().save(&file).unwrap();
-    let grey = ModelConfig { num_classes: 7, in_channels: 1 };
+    let grey = ModelConfig {
+        num_classes: 7,
+        in_channels: 1,
+    };
     let target = models::build("resnet10", &grey, 2, &Device::Cpu).unwrap();
     let report = pretrained::load_into(&target.params, &file, "conv1", "fc").unwrap();
     assert_eq!(report.initialised, ["fc.bias", "fc.weight"]);
     assert_eq!(report.adapted, ["conv1.weight"]);
     assert!(report.skipped.contains(&"fc.weight".to_string()));
-    let get = |m: &models::Model, name: &str| m.params.varmap().data().lock().unwrap()[name].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(get(&source, "layer3.0.conv2.weight"), get(&target, "layer3.0.conv2.weight"));
-    assert_eq!(get(&source, "layer4.0.bn1.running_var"), get(&target, "layer4.0.bn1.running_var"));
+    let get = |m: &models::Model, name: &str| {
+        m.params.varmap().data().lock().unwrap()[name]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        get(&source, "layer3.0.conv2.weight"),
+        get(&target, "layer3.0.conv2.weight")
+    );
+    assert_eq!(
+        get(&source, "layer4.0.bn1.running_var"),
+        get(&target, "layer4.0.bn1.running_var")
+    );
     // The grey filter is the sum of the RGB ones.
     let (s, t) = (get(&source, "conv1.weight"), get(&target, "conv1.weight"));
     assert!((t[0] - (s[0] + s[49] + s[98])).abs() < 1e-6);
 
     let wrong = models::build("resnet18", &grey, 2, &Device::Cpu).unwrap();
-    let err = pretrained::load_into(&wrong.params, &file, "conv1", "fc").unwrap_err().to_string();
+    let err = pretrained::load_into(&wrong.params, &file, "conv1", "fc")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("lack") && err.contains("layer1.1."), "{err}");
-    let missing = pretrained::load_into(&target.params, &dir.path().join("none.safetensors"), "conv1", "fc").unwrap_err();
-    assert!(missing.to_string().contains("none.safetensors do not exist"));
+    let missing = pretrained::load_into(
+        &target.params,
+        &dir.path().join("none.safetensors"),
+        "conv1",
+        "fc",
+    )
+    .unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("none.safetensors do not exist")
+    );
 }
 
 fn fer_lab(dir: &Path) -> Command {
@@ -148,7 +206,19 @@ fn fer_lab(dir: &Path) -> Command {
 #[test]
 fn kfold_sweep_leaderboard_and_report_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    fer_lab(dir.path()).args(["data", "synth", "--out", "faces", "--per-class", "9", "--size", "24"]).assert().success();
+    fer_lab(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "faces",
+            "--per-class",
+            "9",
+            "--size",
+            "24",
+        ])
+        .assert()
+        .success();
     std::fs::write(
         dir.path().join("kf.toml"),
         "[experiment]\nname = \"kf\"\n[data]\nroot = \"faces\"\nimage_size = 24\nchannels = 1\nmean = [0.5]\nstd = [0.25]\n\
@@ -156,30 +226,75 @@ fn kfold_sweep_leaderboard_and_report_end_to_end() {
          [train]\nepochs = 1\nbatch_size = 8\n[[backbone]]\nname = \"resnet10\"\n",
     )
     .unwrap();
-    fer_lab(dir.path()).args(["sweep", "kf.toml", "--db", "kf.sqlite"]).assert().success().stderr(contains("fold 2: done")).stderr(contains("test acc"));
-    let out = fer_lab(dir.path()).args(["leaderboard", "--db", "kf.sqlite", "--format", "json", "--plot", "lb.png"]).output().unwrap();
+    fer_lab(dir.path())
+        .args(["sweep", "kf.toml", "--db", "kf.sqlite"])
+        .assert()
+        .success()
+        .stderr(contains("fold 2: done"))
+        .stderr(contains("test acc"));
+    let out = fer_lab(dir.path())
+        .args([
+            "leaderboard",
+            "--db",
+            "kf.sqlite",
+            "--format",
+            "json",
+            "--plot",
+            "lb.png",
+        ])
+        .output()
+        .unwrap();
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 1, "three folds make one point");
-    assert_eq!((rows[0]["folds"].as_u64(), rows[0]["evaluated_on"].as_str()), (Some(3), Some("test")));
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        1,
+        "three folds make one point"
+    );
+    assert_eq!(
+        (rows[0]["folds"].as_u64(), rows[0]["evaluated_on"].as_str()),
+        (Some(3), Some("test"))
+    );
     assert!(rows[0]["acc_std"].is_number());
     assert!(dir.path().join("lb.png").exists());
     fer_lab(dir.path())
         .args(["report", "2", "--db", "kf.sqlite", "--out", "rep"])
         .assert()
         .success()
-        .stdout(contains("classification report (pooled over 3 test folds, 63 images)"))
+        .stdout(contains(
+            "classification report (pooled over 3 test folds, 63 images)",
+        ))
         .stdout(contains("leakage: none"))
         .stdout(contains("weighted avg"));
-    for f in ["report.txt", "confusion.png", "curves-fold-0.png", "curves-fold-2.png"] {
+    for f in [
+        "report.txt",
+        "confusion.png",
+        "curves-fold-0.png",
+        "curves-fold-2.png",
+    ] {
         assert!(dir.path().join("rep").join(f).exists(), "{f}");
     }
-    fer_lab(dir.path()).args(["report", "99", "--db", "kf.sqlite"]).assert().code(2).stderr(contains("no trial matches \"99\""));
+    fer_lab(dir.path())
+        .args(["report", "99", "--db", "kf.sqlite"])
+        .assert()
+        .code(2)
+        .stderr(contains("no trial matches \"99\""));
     // The synthetic faces have subjects too: a holdout split of them leaks.
     fer_lab(dir.path())
-        .args(["sweep", "kf.toml", "--db", "kf.sqlite", "--set", "data.protocol=holdout", "--set", "experiment.name=ho"])
+        .args([
+            "sweep",
+            "kf.toml",
+            "--db",
+            "kf.sqlite",
+            "--set",
+            "data.protocol=holdout",
+            "--set",
+            "experiment.name=ho",
+        ])
         .assert()
         .success()
-        .stderr(contains("warning: subject leak: the validation images share"));
+        .stderr(contains(
+            "warning: subject leak: the validation images share",
+        ));
 }
 
 #[test]
@@ -187,31 +302,70 @@ fn version_1_databases_are_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.sqlite");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch(include_str!("fixtures/schema_v1.sql")).unwrap();
+    conn.execute_batch(include_str!("fixtures/schema_v1.sql"))
+        .unwrap();
     drop(conn);
     let store = fer_lab::store::Store::open(&db).unwrap();
     let rows = store.trials(None).unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].best_val_acc, rows[0].test_acc, rows[0].epochs_run), (Some(0.5), None, 1));
+    assert_eq!(
+        (rows[0].best_val_acc, rows[0].test_acc, rows[0].epochs_run),
+        (Some(0.5), None, 1)
+    );
     drop(store);
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, fer_lab::store::SCHEMA_VERSION);
 }
 
 #[test]
 fn reproduce_recipe_spec_runs_and_prints_the_published_figure() {
     let dir = tempfile::tempdir().unwrap();
-    fer_lab(dir.path()).args(["data", "synth", "--out", "faces", "--per-class", "6", "--size", "32"]).assert().success();
+    fer_lab(dir.path())
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "faces",
+            "--per-class",
+            "6",
+            "--size",
+            "32",
+        ])
+        .assert()
+        .success();
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/reproduce-resnet101.toml");
     fer_lab(dir.path())
-        .args(["sweep", spec.to_str().unwrap(), "--db", "r.sqlite", "--set", "data.root=faces", "--set", "train.epochs=1", "--set", "data.image_size=32"])
+        .args([
+            "sweep",
+            spec.to_str().unwrap(),
+            "--db",
+            "r.sqlite",
+            "--set",
+            "data.root=faces",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.image_size=32",
+        ])
         .assert()
         .success()
-        .stderr(contains("resnet101: no pretrained weights: training from scratch"))
+        .stderr(contains(
+            "resnet101: no pretrained weights: training from scratch",
+        ))
         .stderr(contains("warning: subject leak"));
     fer_lab(dir.path())
-        .args(["report", "--sweep", "reproduce-resnet101", "--db", "r.sqlite", "--out", "rep"])
+        .args([
+            "report",
+            "--sweep",
+            "reproduce-resnet101",
+            "--db",
+            "r.sqlite",
+            "--out",
+            "rep",
+        ])
         .assert()
         .success()
         .stdout(contains("published: 99.49% (Keras ResNet101 notebook"))

@@ -375,39 +375,21 @@ fn curves_png_survives_a_diverged_run_and_no_epochs() {
 fn bars_png_renders_means_with_error_bars() {
     let (_keep, dir) = plot_dir();
     let path = dir.join("bars.png");
+    // As the leaderboard plots them: accuracy in percent, mean ± std over folds.
+    let bar = |label: &str, mean: f64, std: Option<f64>, n: usize| Bar {
+        label: label.into(),
+        mean,
+        std,
+        n,
+    };
     let bars = vec![
-        Bar {
-            label: "resnet10".into(),
-            mean: 0.912,
-            std: Some(0.021),
-            n: 5,
-        },
-        Bar {
-            label: "resnet18".into(),
-            mean: 0.948,
-            std: Some(0.012),
-            n: 5,
-        },
-        Bar {
-            label: "resnet34".into(),
-            mean: 0.931,
-            std: Some(0.030),
-            n: 5,
-        },
-        Bar {
-            label: "resnet50".into(),
-            mean: 0.887,
-            std: None,
-            n: 1,
-        },
+        bar("resnet10", 91.2, Some(2.1), 5),
+        bar("resnet18", 94.8, Some(1.2), 5),
+        bar("resnet34", 93.1, Some(3.0), 5),
+        bar("resnet50", 88.7, None, 1),
     ];
-    bars_png(
-        &path,
-        &bars,
-        "validation accuracy by backbone (5-fold)",
-        "val accuracy",
-    )
-    .unwrap();
+    let title = "validation accuracy by backbone (5-fold)";
+    bars_png(&path, &bars, title, "accuracy % (mean ± std over folds)").unwrap();
     assert_png(&path, BARS_SIZE);
 }
 

@@ -15,7 +15,18 @@ fn setup(dir: &Path) {
     let status = Command::cargo_bin("fer-lab")
         .unwrap()
         .current_dir(dir)
-        .args(["data", "synth", "--out", "faces", "--per-class", "12", "--size", "24", "--seed", "2"])
+        .args([
+            "data",
+            "synth",
+            "--out",
+            "faces",
+            "--per-class",
+            "12",
+            "--size",
+            "24",
+            "--seed",
+            "2",
+        ])
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -25,7 +36,12 @@ fn setup(dir: &Path) {
 
 fn sweep(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("fer-lab").unwrap();
-    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2").args(["sweep", "crash.toml", "--db", "runs/x.sqlite"]);
+    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2").args([
+        "sweep",
+        "crash.toml",
+        "--db",
+        "runs/x.sqlite",
+    ]);
     cmd
 }
 
@@ -36,11 +52,20 @@ fn table(db: &Path) -> (Vec<Vec<String>>, Option<f64>) {
         .prepare("SELECT trial_id, epoch, train_loss, train_acc, train_macro_f1, val_loss, val_acc, val_macro_f1, lr FROM epochs ORDER BY trial_id, epoch")
         .unwrap();
     let rows = stmt
-        .query_map([], |r| (0..9).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>())
+        .query_map([], |r| {
+            (0..9)
+                .map(|i| {
+                    r.get::<_, rusqlite::types::Value>(i)
+                        .map(|v| format!("{v:?}"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let test: Option<f64> = conn.query_row("SELECT test_acc FROM trials", [], |r| r.get(0)).unwrap();
+    let test: Option<f64> = conn
+        .query_row("SELECT test_acc FROM trials", [], |r| r.get(0))
+        .unwrap();
     (rows, test)
 }
 
@@ -54,7 +79,13 @@ fn epochs_written(db: &Path) -> i64 {
 fn killed_sweep_resumes_to_the_same_epochs() {
     let reference = tempfile::tempdir().unwrap();
     setup(reference.path());
-    assert!(sweep(reference.path()).stderr(Stdio::null()).status().unwrap().success());
+    assert!(
+        sweep(reference.path())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
     let (want, want_test) = table(&reference.path().join("runs/x.sqlite"));
     assert_eq!(want.len(), 8);
     assert!(want_test.is_some());
@@ -65,15 +96,24 @@ fn killed_sweep_resumes_to_the_same_epochs() {
     let mut child = sweep(crashed.path()).stderr(Stdio::null()).spawn().unwrap();
     let started = Instant::now();
     while epochs_written(&db) < 3 {
-        assert!(child.try_wait().unwrap().is_none(), "the sweep ended before it could be killed");
-        assert!(started.elapsed() < Duration::from_secs(120), "no epoch written in time");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no epoch written in time"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let left = epochs_written(&db);
     assert!((3..8).contains(&left), "killed after {left} epochs");
-    let status: String = rusqlite::Connection::open(&db).unwrap().query_row("SELECT status FROM trials", [], |r| r.get(0)).unwrap();
+    let status: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT status FROM trials", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(status, "running", "a killed trial is left running");
 
     let out = sweep(crashed.path()).output().unwrap();
@@ -83,18 +123,40 @@ fn killed_sweep_resumes_to_the_same_epochs() {
     let (got, got_test) = table(&db);
     assert_eq!(got, want, "resumed epochs equal uninterrupted ones");
     assert_eq!(got_test, want_test);
-    assert!(!crashed.path().join("runs/trials").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "finished trials leave no checkpoint");
+    assert!(
+        !crashed
+            .path()
+            .join("runs/trials")
+            .read_dir()
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false),
+        "finished trials leave no checkpoint"
+    );
 }
 
 #[test]
 fn fresh_starts_over() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    std::fs::write(dir.path().join("crash.toml"), SPEC.replace("epochs = 8", "epochs = 1")).unwrap();
-    assert!(sweep(dir.path()).stderr(Stdio::null()).status().unwrap().success());
+    std::fs::write(
+        dir.path().join("crash.toml"),
+        SPEC.replace("epochs = 8", "epochs = 1"),
+    )
+    .unwrap();
+    assert!(
+        sweep(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    );
     let out = sweep(dir.path()).arg("--fresh").output().unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--fresh: all 1 trials start over") && stderr.contains("1 trained, 0 skipped"), "{stderr}");
+    assert!(
+        stderr.contains("--fresh: all 1 trials start over")
+            && stderr.contains("1 trained, 0 skipped"),
+        "{stderr}"
+    );
     assert_eq!(epochs_written(&dir.path().join("runs/x.sqlite")), 1);
 }

@@ -45,7 +45,9 @@ fn plan(extra: &str) -> TrialPlan {
 
 fn train(plan: &TrialPlan, per_class: usize) -> Vec<EpochRecord> {
     let ds = dataset(per_class);
-    let split = stratified_holdout(&ds.labels, &ds.classes, 0.2, plan.seed).unwrap().into();
+    let split = stratified_holdout(&ds.labels, &ds.classes, 0.2, plan.seed)
+        .unwrap()
+        .into();
     let mut sink = Memory::default();
     let outcome = train::run(
         plan,

@@ -31,9 +31,13 @@ pub enum DataError {
     EmptyClass(PathBuf),
     #[error("{path} is not an image fer-lab can read (PNG or JPEG): {reason}")]
     NotAnImage { path: PathBuf, reason: String },
-    #[error("{file}: the file name does not match the subject pattern {pattern:?} (data.subject_pattern)")]
+    #[error(
+        "{file}: the file name does not match the subject pattern {pattern:?} (data.subject_pattern)"
+    )]
     NoSubject { file: PathBuf, pattern: String },
-    #[error("{root}: a `folders` data set needs train/ and val/ folders of class folders (test/ optional); {problem}")]
+    #[error(
+        "{root}: a `folders` data set needs train/ and val/ folders of class folders (test/ optional); {problem}"
+    )]
     Folders { root: PathBuf, problem: String },
     #[error(
         "class {class:?} has {count} image(s); a train/validation split needs at least 2 per class"
@@ -213,7 +217,11 @@ fn decode(path: &Path, size: usize, channels: usize) -> Result<Vec<u8>, DataErro
 impl Dataset {
     /// A data set that comes split: `root/train/<class>/`, `root/val/<class>/`
     /// and optionally `root/test/<class>/`, with the same classes in each.
-    pub fn load_folders(root: &Path, size: usize, channels: usize) -> Result<(Self, split::TrialSplit), DataError> {
+    pub fn load_folders(
+        root: &Path,
+        size: usize,
+        channels: usize,
+    ) -> Result<(Self, split::TrialSplit), DataError> {
         if !root.exists() {
             return Err(DataError::MissingRoot(root.to_path_buf()));
         }
@@ -234,7 +242,11 @@ impl Dataset {
         }
         let classes = parts[0].1.classes.clone();
         if let Some((part, other)) = parts.iter().find(|(_, d)| d.classes != classes) {
-            return Err(folders_error(format!("{part}/ has classes [{}] but train/ has [{}]", other.classes.join(", "), classes.join(", "))));
+            return Err(folders_error(format!(
+                "{part}/ has classes [{}] but train/ has [{}]",
+                other.classes.join(", "),
+                classes.join(", ")
+            )));
         }
         let mut ds = Self {
             root: root.to_path_buf(),
@@ -248,12 +260,18 @@ impl Dataset {
         let mut ranges = Vec::new();
         for (part, d) in parts {
             let start = ds.len();
-            ds.files.extend(d.files.iter().map(|f| PathBuf::from(part).join(f)));
+            ds.files
+                .extend(d.files.iter().map(|f| PathBuf::from(part).join(f)));
             ds.labels.extend_from_slice(&d.labels);
             ds.pixels.extend_from_slice(&d.pixels);
             ranges.push((part, (start..ds.len()).collect::<Vec<usize>>()));
         }
-        let take = |name: &str| ranges.iter().find(|(p, _)| *p == name).map(|(_, r)| r.clone());
+        let take = |name: &str| {
+            ranges
+                .iter()
+                .find(|(p, _)| *p == name)
+                .map(|(_, r)| r.clone())
+        };
         let split = split::TrialSplit {
             train: take("train").expect("train/ is required"),
             val: take("val").expect("val/ is required"),

@@ -66,11 +66,17 @@ impl From<Split> for TrialSplit {
 }
 
 /// The id captured by `pattern`'s first group in each file name.
-pub fn ids_from_names(files: &[std::path::PathBuf], pattern: &regex::Regex) -> Result<Vec<String>, DataError> {
+pub fn ids_from_names(
+    files: &[std::path::PathBuf],
+    pattern: &regex::Regex,
+) -> Result<Vec<String>, DataError> {
     files
         .iter()
         .map(|f| {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             pattern
                 .captures(&name)
                 .and_then(|c| c.get(1))
@@ -96,18 +102,36 @@ fn sorted_ids(ids: &[String]) -> Vec<String> {
 
 /// Fold of every subject: sorted by id and dealt round-robin (subject i
 /// goes to fold i mod k), as the published subject-independent CK+ list does.
-pub fn subject_folds(subjects: &[String], folds: usize) -> std::collections::HashMap<String, usize> {
-    sorted_ids(subjects).into_iter().enumerate().map(|(i, s)| (s, i % folds)).collect()
+pub fn subject_folds(
+    subjects: &[String],
+    folds: usize,
+) -> std::collections::HashMap<String, usize> {
+    sorted_ids(subjects)
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (s, i % folds))
+        .collect()
 }
 
 /// Test fold `fold` of a subject-independent k-fold; the other folds' subjects
 /// are split again, by subject, into training and model-selection sets.
-pub fn subject_kfold(subjects: &[String], folds: usize, fold: usize, inner_val_fraction: f64, seed: u64) -> TrialSplit {
+pub fn subject_kfold(
+    subjects: &[String],
+    folds: usize,
+    fold: usize,
+    inner_val_fraction: f64,
+    seed: u64,
+) -> TrialSplit {
     let assignment = subject_folds(subjects, folds);
-    let mut train_subjects: Vec<String> = sorted_ids(subjects).into_iter().filter(|s| assignment[s] != fold).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (fold as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut train_subjects: Vec<String> = sorted_ids(subjects)
+        .into_iter()
+        .filter(|s| assignment[s] != fold)
+        .collect();
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (fold as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     train_subjects.shuffle(&mut rng);
-    let n_val = ((train_subjects.len() as f64 * inner_val_fraction).round() as usize).clamp(1, train_subjects.len().saturating_sub(1).max(1));
+    let n_val = ((train_subjects.len() as f64 * inner_val_fraction).round() as usize)
+        .clamp(1, train_subjects.len().saturating_sub(1).max(1));
     let val_subjects: std::collections::HashSet<&String> = train_subjects[..n_val].iter().collect();
     let mut split = TrialSplit {
         train: Vec::new(),

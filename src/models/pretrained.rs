@@ -25,7 +25,13 @@ pub struct LoadReport {
 
 impl LoadReport {
     pub fn summary(&self) -> String {
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         format!(
             "{} tensors loaded, {} adapted ({}), {} newly initialised ({}), {} in the file unused ({})",
             self.loaded.len(),
@@ -34,7 +40,8 @@ impl LoadReport {
             self.initialised.len(),
             list(&self.initialised),
             self.skipped.len(),
-            list(&self.skipped.iter().take(6).cloned().collect::<Vec<_>>()) + if self.skipped.len() > 6 { ", ..." } else { "" }
+            list(&self.skipped.iter().take(6).cloned().collect::<Vec<_>>())
+                + if self.skipped.len() > 6 { ", ..." } else { "" }
         )
     }
 }
@@ -50,13 +57,21 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
             .with_context(|| format!("cannot read safetensors file {}", path.display()))?
             .into_iter()
             .collect(),
-        "pth" | "pt" | "bin" | "ckpt" => candle_core::pickle::read_all(path).with_context(|| format!("cannot read PyTorch checkpoint {}", path.display()))?,
-        _ => bail!("pretrained weights {}: expected a .safetensors or .pth file", path.display()),
+        "pth" | "pt" | "bin" | "ckpt" => candle_core::pickle::read_all(path)
+            .with_context(|| format!("cannot read PyTorch checkpoint {}", path.display()))?,
+        _ => bail!(
+            "pretrained weights {}: expected a .safetensors or .pth file",
+            path.display()
+        ),
     };
     Ok(tensors
         .into_iter()
         .map(|(k, v)| {
-            let k = k.strip_prefix("module.").or_else(|| k.strip_prefix("model.")).map(str::to_string).unwrap_or(k);
+            let k = k
+                .strip_prefix("module.")
+                .or_else(|| k.strip_prefix("model."))
+                .map(str::to_string)
+                .unwrap_or(k);
             (k, v)
         })
         .collect())
@@ -64,10 +79,22 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
 
 /// Copies the file's tensors into `params`; `classifier` is the head's name
 /// prefix (e.g. `fc`), `first_conv` the first convolution's.
-pub fn load_into(params: &ParamStore, path: &Path, first_conv: &str, classifier: &str) -> anyhow::Result<LoadReport> {
+pub fn load_into(
+    params: &ParamStore,
+    path: &Path,
+    first_conv: &str,
+    classifier: &str,
+) -> anyhow::Result<LoadReport> {
     let mut file = read(path)?;
     let mut report = LoadReport::default();
-    let mut names: Vec<(String, candle_core::Var)> = params.varmap().data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut names: Vec<(String, candle_core::Var)> = params
+        .varmap()
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let head = format!("{classifier}.");
     let mut missing = Vec::new();
@@ -89,11 +116,23 @@ pub fn load_into(params: &ParamStore, path: &Path, first_conv: &str, classifier:
             report.initialised.push(name.clone());
             report.skipped.push(name.clone());
             continue;
-        } else if *name == format!("{first_conv}.weight") && t.rank() == 4 && want.len() == 4 && want[1] == 1 && t.dims()[1] == 3 && t.dims()[0] == want[0] && t.dims()[2..] == want[2..] {
+        } else if *name == format!("{first_conv}.weight")
+            && t.rank() == 4
+            && want.len() == 4
+            && want[1] == 1
+            && t.dims()[1] == 3
+            && t.dims()[0] == want[0]
+            && t.dims()[2..] == want[2..]
+        {
             report.adapted.push(name.clone());
             t.sum_keepdim(1)?
         } else {
-            bail!("pretrained weights {}: tensor {name} has shape {:?}, the model needs {:?}", path.display(), t.dims(), want);
+            bail!(
+                "pretrained weights {}: tensor {name} has shape {:?}, the model needs {:?}",
+                path.display(),
+                t.dims(),
+                want
+            );
         };
         var.set(&t.to_device(var.device())?)?;
         report.loaded.push(name.clone());

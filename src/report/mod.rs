@@ -56,7 +56,8 @@ pub fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
     }
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n;
-    let std = (values.len() > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    let std = (values.len() > 1)
+        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
     (Some(mean), std)
 }
 
@@ -75,7 +76,11 @@ fn status_summary(trials: &[&TrialRow]) -> String {
     if counts.len() == 1 {
         return format!("{} {}", counts[0].1, counts[0].0);
     }
-    counts.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
+    counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Groups trials into sweep points and ranks them by mean score.
@@ -83,7 +88,14 @@ fn status_summary(trials: &[&TrialRow]) -> String {
 pub fn rows(trials: &[TrialRow], per_trial: bool) -> Vec<Row> {
     let mut groups: Vec<Vec<&TrialRow>> = Vec::new();
     for t in trials {
-        let same = |g: &Vec<&TrialRow>| !per_trial && g[0].sweep == t.sweep && g[0].backbone == t.backbone && g[0].params_json == t.params_json && g[0].fold.is_some() && t.fold.is_some();
+        let same = |g: &Vec<&TrialRow>| {
+            !per_trial
+                && g[0].sweep == t.sweep
+                && g[0].backbone == t.backbone
+                && g[0].params_json == t.params_json
+                && g[0].fold.is_some()
+                && t.fold.is_some()
+        };
         match groups.iter_mut().find(|g| same(g)) {
             Some(g) => g.push(t),
             None => groups.push(vec![t]),
@@ -94,7 +106,8 @@ pub fn rows(trials: &[TrialRow], per_trial: bool) -> Vec<Row> {
         .map(|g| {
             let scores: Vec<(f64, Option<f64>)> = g.iter().filter_map(|t| t.score()).collect();
             let (acc, acc_std) = mean_std(&scores.iter().map(|s| s.0).collect::<Vec<_>>());
-            let (macro_f1, macro_f1_std) = mean_std(&scores.iter().filter_map(|s| s.1).collect::<Vec<_>>());
+            let (macro_f1, macro_f1_std) =
+                mean_std(&scores.iter().filter_map(|s| s.1).collect::<Vec<_>>());
             let first = g[0];
             Row {
                 rank: 0,
@@ -106,7 +119,12 @@ pub fn rows(trials: &[TrialRow], per_trial: bool) -> Vec<Row> {
                 status: status_summary(&g),
                 folds_scored: scores.len(),
                 folds: g.len(),
-                evaluated_on: if g.iter().any(|t| t.test_acc.is_some()) { "test" } else { "val" }.to_string(),
+                evaluated_on: if g.iter().any(|t| t.test_acc.is_some()) {
+                    "test"
+                } else {
+                    "val"
+                }
+                .to_string(),
                 best_epoch: if g.len() == 1 { first.best_epoch } else { None },
                 acc,
                 acc_std,
@@ -119,7 +137,11 @@ pub fn rows(trials: &[TrialRow], per_trial: bool) -> Vec<Row> {
         })
         .collect();
     rows.sort_by(|a, b| match (a.acc, b.acc) {
-        (Some(x), Some(y)) => y.total_cmp(&x).then(b.macro_f1.unwrap_or(0.0).total_cmp(&a.macro_f1.unwrap_or(0.0))),
+        (Some(x), Some(y)) => y.total_cmp(&x).then(
+            b.macro_f1
+                .unwrap_or(0.0)
+                .total_cmp(&a.macro_f1.unwrap_or(0.0)),
+        ),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
@@ -171,12 +193,40 @@ fn pm(mean: Option<f64>, std: Option<f64>, scale: f64, digits: usize) -> String 
 /// Header and text cells shared by the table and CSV renderings.
 fn cells(rows: &[Row], for_csv: bool) -> (Vec<String>, Vec<Vec<String>>) {
     let params = param_names(rows);
-    let mut header: Vec<String> = ["rank", "trial", "sweep", "backbone"].map(String::from).to_vec();
+    let mut header: Vec<String> = ["rank", "trial", "sweep", "backbone"]
+        .map(String::from)
+        .to_vec();
     header.extend(params.iter().cloned());
     if for_csv {
-        header.extend(["status", "folds", "evaluated_on", "best_epoch", "acc", "acc_std", "macro_f1", "macro_f1_std", "epochs", "wall_seconds"].map(String::from));
+        header.extend(
+            [
+                "status",
+                "folds",
+                "evaluated_on",
+                "best_epoch",
+                "acc",
+                "acc_std",
+                "macro_f1",
+                "macro_f1_std",
+                "epochs",
+                "wall_seconds",
+            ]
+            .map(String::from),
+        );
     } else {
-        header.extend(["status", "folds", "on", "best epoch", "acc %", "macro-F1", "epochs", "wall"].map(String::from));
+        header.extend(
+            [
+                "status",
+                "folds",
+                "on",
+                "best epoch",
+                "acc %",
+                "macro-F1",
+                "epochs",
+                "wall",
+            ]
+            .map(String::from),
+        );
     }
     let body = rows
         .iter()
@@ -184,16 +234,34 @@ fn cells(rows: &[Row], for_csv: bool) -> (Vec<String>, Vec<Vec<String>>) {
             let trials = if r.trials.len() == 1 {
                 r.trials[0].to_string()
             } else {
-                format!("{}..{}", r.trials.iter().min().expect("non-empty"), r.trials.iter().max().expect("non-empty"))
+                format!(
+                    "{}..{}",
+                    r.trials.iter().min().expect("non-empty"),
+                    r.trials.iter().max().expect("non-empty")
+                )
             };
-            let mut line = vec![r.rank.to_string(), trials, r.sweep.clone(), r.backbone.clone()];
+            let mut line = vec![
+                r.rank.to_string(),
+                trials,
+                r.sweep.clone(),
+                r.backbone.clone(),
+            ];
             line.extend(params.iter().map(|p| param_text(r, p)));
             line.push(r.status.clone());
-            line.push(if for_csv { r.folds_scored.to_string() } else { format!("{}/{}", r.folds_scored, r.folds) });
+            line.push(if for_csv {
+                r.folds_scored.to_string()
+            } else {
+                format!("{}/{}", r.folds_scored, r.folds)
+            });
             line.push(r.evaluated_on.clone());
             line.push(r.best_epoch.map_or(String::new(), |e| e.to_string()));
             if for_csv {
-                line.extend([opt(r.acc, 1.0, 6), opt(r.acc_std, 1.0, 6), opt(r.macro_f1, 1.0, 6), opt(r.macro_f1_std, 1.0, 6)]);
+                line.extend([
+                    opt(r.acc, 1.0, 6),
+                    opt(r.acc_std, 1.0, 6),
+                    opt(r.macro_f1, 1.0, 6),
+                    opt(r.macro_f1_std, 1.0, 6),
+                ]);
                 line.push(r.epochs_run.to_string());
                 line.push(format!("{:.1}", r.wall_seconds));
             } else {
@@ -214,9 +282,15 @@ pub fn bars(rows: &[Row], n: usize) -> Vec<plots::Bar> {
         .filter(|r| r.acc.is_some())
         .take(n)
         .map(|r| {
-            let params: Vec<String> = r.params.keys().map(|k| format!("{k}={}", param_text(r, k))).collect();
+            let params: Vec<String> = r
+                .params
+                .keys()
+                .map(|k| format!("{k}={}", param_text(r, k)))
+                .collect();
             plots::Bar {
-                label: format!("{} {}", r.backbone, params.join(" ")).trim_end().to_string(),
+                label: format!("{} {}", r.backbone, params.join(" "))
+                    .trim_end()
+                    .to_string(),
                 mean: 100.0 * r.acc.unwrap_or(0.0),
                 std: r.acc_std.map(|s| 100.0 * s),
                 n: r.folds_scored,
@@ -235,7 +309,8 @@ pub fn render(rows: &[Row], format: Format) -> String {
                 .set_header(header.clone());
             for line in body {
                 table.add_row(line.into_iter().enumerate().map(|(i, c)| {
-                    let numeric = !matches!(header[i].as_str(), "sweep" | "backbone" | "status" | "on");
+                    let numeric =
+                        !matches!(header[i].as_str(), "sweep" | "backbone" | "status" | "on");
                     Cell::new(c).set_alignment(if numeric {
                         CellAlignment::Right
                     } else {

@@ -906,11 +906,12 @@ pub fn bars_png(path: &Path, bars: &[Bar], title: &str, y_label: &str) -> Result
     .with_context(|| format!("plotting the bar chart to {}", path.display()))
 }
 
-/// Decimals for values up to `max`: 3 below 10, then 2, 1 and 0.
+/// Decimals for values of size up to `max`: 3 for fractions (up to 1.5),
+/// 2 below 10, 1 below 1000 (percentages), else 0.
 fn decimals(max: f64) -> usize {
     match max.abs() {
-        m if m < 10.0 => 3,
-        m if m < 100.0 => 2,
+        m if m <= 1.5 => 3,
+        m if m < 10.0 => 2,
         m if m < 1000.0 => 1,
         _ => 0,
     }
@@ -932,7 +933,7 @@ fn draw_bars(root: &Area<'_>, bars: &[Bar], title: &str, y_label: &str) -> Resul
     let y_max = if y_top > 0.0 { y_top * 1.18 } else { 1.0 };
     let y_min = if y_bottom < 0.0 { y_bottom * 1.1 } else { 0.0 };
 
-    let value_decimals = decimals(y_top.max(-y_bottom));
+    let value_decimals = decimals(finite().map(|b| b.mean.abs()).fold(0.0, f64::max));
     let value_text = |b: &Bar| match b.std.filter(|s| s.is_finite()) {
         Some(std) => format!("{:.d$} ± {:.d$}", b.mean, std.abs(), d = value_decimals),
         None => format!("{:.d$}", b.mean, d = value_decimals),

@@ -86,36 +86,38 @@ pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
             .collect();
     }
     let folds: Vec<Option<usize>> = match spec.data.protocol {
-        Protocol::SubjectKfold if spec.data.run_folds.is_empty() => (0..spec.data.folds).map(Some).collect(),
+        Protocol::SubjectKfold if spec.data.run_folds.is_empty() => {
+            (0..spec.data.folds).map(Some).collect()
+        }
         Protocol::SubjectKfold => spec.data.run_folds.iter().copied().map(Some).collect(),
         _ => vec![None],
     };
     let mut plans = Vec::new();
     for backbone in &spec.backbones {
         for point in &points {
-          for &fold in &folds {
-            let mut train = spec.train.clone();
-            let mut params = BTreeMap::new();
-            for (key, value) in point {
-                train = with_field(&train, key, value).expect("validated: sweep values fit");
-                params.insert(key.clone(), toml_to_json(value));
+            for &fold in &folds {
+                let mut train = spec.train.clone();
+                let mut params = BTreeMap::new();
+                for (key, value) in point {
+                    train = with_field(&train, key, value).expect("validated: sweep values fit");
+                    params.insert(key.clone(), toml_to_json(value));
+                }
+                plans.push(TrialPlan {
+                    plan_version: PLAN_VERSION,
+                    experiment: spec.experiment.name.clone(),
+                    seed: spec.experiment.seed,
+                    backbone: backbone.clone(),
+                    // Which folds to run is a choice of this invocation, not part
+                    // of a trial's identity.
+                    data: DataConfig {
+                        run_folds: Vec::new(),
+                        ..spec.data.clone()
+                    },
+                    train: train.clone(),
+                    fold,
+                    params: params.clone(),
+                });
             }
-            plans.push(TrialPlan {
-                plan_version: PLAN_VERSION,
-                experiment: spec.experiment.name.clone(),
-                seed: spec.experiment.seed,
-                backbone: backbone.clone(),
-                // Which folds to run is a choice of this invocation, not part
-                // of a trial's identity.
-                data: DataConfig {
-                    run_folds: Vec::new(),
-                    ..spec.data.clone()
-                },
-                train: train.clone(),
-                fold,
-                params: params.clone(),
-            });
-          }
         }
     }
     plans

@@ -27,7 +27,13 @@ pub fn validate(spec: &Spec) -> Problems {
     if let Some(r) = &spec.experiment.reference
         && !(0.0..=1.0).contains(&r.accuracy)
     {
-        out.push((path(&["experiment", "reference", "accuracy"]), format!("experiment.reference.accuracy is a fraction in 0..=1 (0.9949 for 99.49%), got {}", r.accuracy)));
+        out.push((
+            path(&["experiment", "reference", "accuracy"]),
+            format!(
+                "experiment.reference.accuracy is a fraction in 0..=1 (0.9949 for 99.49%), got {}",
+                r.accuracy
+            ),
+        ));
     }
     validate_data(&spec.data, &mut out);
     for (field, msg) in train_problems(&spec.train) {
@@ -80,19 +86,45 @@ fn validate_data(d: &DataConfig, out: &mut Problems) {
         }
     }
     if !(2..=100).contains(&d.folds) {
-        out.push((path(&["data", "folds"]), format!("data.folds must be in 2..=100, got {}", d.folds)));
+        out.push((
+            path(&["data", "folds"]),
+            format!("data.folds must be in 2..=100, got {}", d.folds),
+        ));
     }
     if let Some(f) = d.run_folds.iter().find(|f| **f >= d.folds) {
-        out.push((path(&["data", "run_folds"]), format!("data.run_folds: fold {f} does not exist (folds are 0..{})", d.folds)));
+        out.push((
+            path(&["data", "run_folds"]),
+            format!(
+                "data.run_folds: fold {f} does not exist (folds are 0..{})",
+                d.folds
+            ),
+        ));
     }
     if !(d.inner_val_fraction > 0.0 && d.inner_val_fraction < 1.0) {
-        out.push((path(&["data", "inner_val_fraction"]), format!("data.inner_val_fraction must be > 0 and < 1, got {}", d.inner_val_fraction)));
+        out.push((
+            path(&["data", "inner_val_fraction"]),
+            format!(
+                "data.inner_val_fraction must be > 0 and < 1, got {}",
+                d.inner_val_fraction
+            ),
+        ));
     }
-    for (key, pattern) in [("subject_pattern", &d.subject_pattern), ("sequence_pattern", &d.sequence_pattern)] {
+    for (key, pattern) in [
+        ("subject_pattern", &d.subject_pattern),
+        ("sequence_pattern", &d.sequence_pattern),
+    ] {
         match regex::Regex::new(pattern) {
             Ok(re) if re.captures_len() >= 2 => {}
-            Ok(_) => out.push((path(&["data", key]), format!("data.{key} needs a capture group for the id, e.g. '^S(\\d+)_', got {pattern:?}"))),
-            Err(e) => out.push((path(&["data", key]), format!("data.{key} is not a valid regular expression: {e}"))),
+            Ok(_) => out.push((
+                path(&["data", key]),
+                format!(
+                    "data.{key} needs a capture group for the id, e.g. '^S(\\d+)_', got {pattern:?}"
+                ),
+            )),
+            Err(e) => out.push((
+                path(&["data", key]),
+                format!("data.{key} is not a valid regular expression: {e}"),
+            )),
         }
     }
     if let Some(bad) = d.std.iter().find(|s| !(**s > 0.0 && s.is_finite())) {
@@ -233,7 +265,10 @@ fn validate_backbones(spec: &Spec, out: &mut Problems) {
             out.push((at("name"), format!("backbone {:?} is listed twice", b.name)));
         }
         if b.pretrained.as_deref().is_some_and(|p| p.trim().is_empty()) {
-            out.push((at("pretrained"), "backbone.pretrained must name a weights file (.safetensors or .pth)".into()));
+            out.push((
+                at("pretrained"),
+                "backbone.pretrained must name a weights file (.safetensors or .pth)".into(),
+            ));
         }
     }
 }

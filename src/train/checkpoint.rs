@@ -46,7 +46,9 @@ pub struct Checkpoint {
 impl Manifest {
     pub fn rng(&self) -> anyhow::Result<ChaCha8Rng> {
         use rand::SeedableRng;
-        let seed: [u8; 32] = hex::decode(&self.rng_seed)?.try_into().map_err(|_| anyhow::anyhow!("rng seed must be 32 bytes"))?;
+        let seed: [u8; 32] = hex::decode(&self.rng_seed)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("rng seed must be 32 bytes"))?;
         let mut rng = ChaCha8Rng::from_seed(seed);
         rng.set_stream(self.rng_stream);
         rng.set_word_pos(self.rng_word_pos.parse().context("rng word position")?);
@@ -75,20 +77,27 @@ pub fn load(dir: &Path, plan_key: &str) -> anyhow::Result<Option<Checkpoint>> {
     }
     let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(dir.join(MANIFEST))?)?;
     let path = dir.join(&manifest.tensors);
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     Ok(Some(Checkpoint { manifest, tensors }))
 }
 
 /// Writes a checkpoint atomically and removes the one it replaces.
-pub fn save(dir: &Path, mut manifest: Manifest, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
+pub fn save(
+    dir: &Path,
+    mut manifest: Manifest,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
     let previous: Option<PathBuf> = std::fs::read_to_string(dir.join(MANIFEST))
         .ok()
         .and_then(|t| serde_json::from_str::<Manifest>(&t).ok())
         .map(|m| dir.join(m.tensors));
     let name = format!("epoch-{:05}.safetensors", manifest.epoch);
     let tmp = dir.join(format!("{name}.tmp"));
-    candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    candle_core::safetensors::save(tensors, &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join(&name))?;
     manifest.tensors = name.clone();
     let json_tmp = dir.join(format!("{MANIFEST}.tmp"));
@@ -106,7 +115,10 @@ pub fn save(dir: &Path, mut manifest: Manifest, tensors: &HashMap<String, Tensor
 pub fn clear(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         if !dir.join(MANIFEST).exists() && std::fs::read_dir(dir)?.next().is_some() {
-            bail!("{} does not look like a checkpoint folder; not removing it", dir.display());
+            bail!(
+                "{} does not look like a checkpoint folder; not removing it",
+                dir.display()
+            );
         }
         std::fs::remove_dir_all(dir)?;
     }

@@ -102,7 +102,10 @@ struct Snapshot(Vec<(String, candle_core::Var, Tensor)>);
 impl Snapshot {
     fn take(model: &models::Model) -> candle_core::Result<Self> {
         let map = model.params.varmap().data().lock().expect("varmap lock");
-        map.iter().map(|(k, v)| Ok((k.clone(), v.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>().map(Self)
+        map.iter()
+            .map(|(k, v)| Ok((k.clone(), v.clone(), v.as_tensor().copy()?)))
+            .collect::<candle_core::Result<_>>()
+            .map(Self)
     }
 
     fn restore(&self) -> candle_core::Result<()> {
@@ -111,10 +114,21 @@ impl Snapshot {
 }
 
 /// Every tensor a checkpoint holds: `param/*`, `m/*`, `v/*`, `best/*`.
-fn checkpoint_tensors(model: &models::Model, optimizer: &Optimizer, snapshot: Option<&Snapshot>) -> candle_core::Result<std::collections::HashMap<String, Tensor>> {
+fn checkpoint_tensors(
+    model: &models::Model,
+    optimizer: &Optimizer,
+    snapshot: Option<&Snapshot>,
+) -> candle_core::Result<std::collections::HashMap<String, Tensor>> {
     let cpu = Device::Cpu;
     let mut out = std::collections::HashMap::new();
-    for (name, var) in model.params.varmap().data().lock().expect("varmap lock").iter() {
+    for (name, var) in model
+        .params
+        .varmap()
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+    {
         out.insert(format!("param/{name}"), var.as_tensor().to_device(&cpu)?);
     }
     for ((name, _), (m, v)) in model.params.trainable().iter().zip(optimizer.moments()?) {
@@ -131,9 +145,25 @@ fn checkpoint_tensors(model: &models::Model, optimizer: &Optimizer, snapshot: Op
 
 /// Puts a checkpoint's tensors back into the model and optimiser; returns
 /// the best-epoch snapshot if the checkpoint has one.
-fn restore_checkpoint(model: &models::Model, optimizer: &mut Optimizer, ck: &checkpoint::Checkpoint) -> anyhow::Result<Option<Snapshot>> {
-    let get = |key: String| ck.tensors.get(&key).ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"));
-    let vars: Vec<(String, candle_core::Var)> = model.params.varmap().data().lock().expect("varmap lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+fn restore_checkpoint(
+    model: &models::Model,
+    optimizer: &mut Optimizer,
+    ck: &checkpoint::Checkpoint,
+) -> anyhow::Result<Option<Snapshot>> {
+    let get = |key: String| {
+        ck.tensors
+            .get(&key)
+            .ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))
+    };
+    let vars: Vec<(String, candle_core::Var)> = model
+        .params
+        .varmap()
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (name, var) in &vars {
         var.set(&get(format!("param/{name}"))?.to_device(var.device())?)?;
     }
@@ -141,7 +171,12 @@ fn restore_checkpoint(model: &models::Model, optimizer: &mut Optimizer, ck: &che
         .params
         .trainable()
         .iter()
-        .map(|(name, _)| Ok((get(format!("m/{name}"))?.clone(), get(format!("v/{name}"))?.clone())))
+        .map(|(name, _)| {
+            Ok((
+                get(format!("m/{name}"))?.clone(),
+                get(format!("v/{name}"))?.clone(),
+            ))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     optimizer.restore(moments, ck.manifest.optimizer_steps)?;
     if !ck.manifest.has_best_weights {
@@ -149,7 +184,13 @@ fn restore_checkpoint(model: &models::Model, optimizer: &mut Optimizer, ck: &che
     }
     let best = vars
         .iter()
-        .map(|(name, var)| Ok((name.clone(), var.clone(), get(format!("best/{name}"))?.to_device(var.device())?)))
+        .map(|(name, var)| {
+            Ok((
+                name.clone(),
+                var.clone(),
+                get(format!("best/{name}"))?.to_device(var.device())?,
+            ))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Some(Snapshot(best)))
 }
@@ -189,7 +230,12 @@ pub fn run(
     let model = models::build(&plan.backbone.name, &cfg, plan.seed, device)?;
     if let Some(path) = &plan.backbone.pretrained {
         let info = models::info(&plan.backbone.name).expect("built above");
-        let report = models::pretrained::load_into(&model.params, std::path::Path::new(path), info.first_conv, info.classifier)?;
+        let report = models::pretrained::load_into(
+            &model.params,
+            std::path::Path::new(path),
+            info.first_conv,
+            info.classifier,
+        )?;
         sink.note(&format!("pretrained {path}: {}", report.summary()));
     } else {
         sink.note("no pretrained weights: training from scratch");
@@ -229,13 +275,22 @@ pub fn run(
         best = ck.manifest.best.clone();
         best_val = ck.manifest.best_val();
         start_epoch = ck.manifest.epoch;
-        sink.note(&format!("resuming after epoch {start_epoch} from the checkpoint in {}", dir.display()));
+        sink.note(&format!(
+            "resuming after epoch {start_epoch} from the checkpoint in {}",
+            dir.display()
+        ));
     }
-    let finish = |ending, epochs_run, best, best_val, snapshot: Option<Snapshot>| -> anyhow::Result<Outcome> {
+    let finish = |ending,
+                  epochs_run,
+                  best,
+                  best_val,
+                  snapshot: Option<Snapshot>|
+     -> anyhow::Result<Outcome> {
         let test = match (&split.test, snapshot) {
             (Some(test), Some(snap)) => {
                 snap.restore()?;
-                let (loss, confusion) = evaluate(&model, ds, test, &norm, t.eval_batch_size, device)?;
+                let (loss, confusion) =
+                    evaluate(&model, ds, test, &norm, t.eval_batch_size, device)?;
                 Some(Score::new(loss, confusion))
             }
             _ => None,
@@ -308,7 +363,11 @@ pub fn run(
                 has_best_weights: snapshot.is_some(),
                 tensors: String::new(),
             };
-            checkpoint::save(dir, manifest, &checkpoint_tensors(&model, &optimizer, snapshot.as_ref())?)?;
+            checkpoint::save(
+                dir,
+                manifest,
+                &checkpoint_tensors(&model, &optimizer, snapshot.as_ref())?,
+            )?;
         }
         if control == Control::Stop {
             return finish(Ending::Stopped, epoch + 1, best, best_val, snapshot);

@@ -58,8 +58,14 @@ impl Optimizer {
         self.params
             .iter()
             .map(|(var, state)| match state {
-                State::Host(m, v) => Ok((Tensor::from_slice(m, var.shape(), &candle_core::Device::Cpu)?, Tensor::from_slice(v, var.shape(), &candle_core::Device::Cpu)?)),
-                State::Device(m, v) => Ok((m.to_device(&candle_core::Device::Cpu)?, v.to_device(&candle_core::Device::Cpu)?)),
+                State::Host(m, v) => Ok((
+                    Tensor::from_slice(m, var.shape(), &candle_core::Device::Cpu)?,
+                    Tensor::from_slice(v, var.shape(), &candle_core::Device::Cpu)?,
+                )),
+                State::Device(m, v) => Ok((
+                    m.to_device(&candle_core::Device::Cpu)?,
+                    v.to_device(&candle_core::Device::Cpu)?,
+                )),
             })
             .collect()
     }
@@ -67,7 +73,11 @@ impl Optimizer {
     /// Restores moments saved by [`Optimizer::moments`] and the step count.
     pub fn restore(&mut self, moments: Vec<(Tensor, Tensor)>, steps: u64) -> Result<()> {
         if moments.len() != self.params.len() {
-            candle_core::bail!("checkpoint has {} optimiser states, the model {}", moments.len(), self.params.len());
+            candle_core::bail!(
+                "checkpoint has {} optimiser states, the model {}",
+                moments.len(),
+                self.params.len()
+            );
         }
         for ((var, state), (m, v)) in self.params.iter_mut().zip(moments) {
             match state {
