@@ -234,6 +234,22 @@ impl Store {
         }
     }
 
+    /// Runs `f` in one transaction, committed when it returns Ok.
+    fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        let out = f(&tx).map_err(wrap)?;
+        tx.commit().map_err(wrap)?;
+        Ok(out)
+    }
+
     fn setup(&self) -> Result<(), StoreError> {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(30))
@@ -275,45 +291,36 @@ impl Store {
         spec_toml: &str,
         plans: &[TrialPlan],
     ) -> Result<(SweepId, Vec<(TrialId, TrialStatus)>), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(&err)?;
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spec_toml.as_bytes()));
-        let at = now();
-        tx.execute(
-            "INSERT INTO sweeps (name, spec_path, spec_toml, spec_sha256, created_at, updated_at, code_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
-             ON CONFLICT(name) DO UPDATE SET spec_path = ?2, spec_toml = ?3, spec_sha256 = ?4, updated_at = ?5, code_version = ?6",
-            params![name, spec_path, spec_toml, sha, at, env!("CARGO_PKG_VERSION")],
-        )
-        .map_err(&err)?;
-        let sweep: i64 = tx
-            .query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .map_err(&err)?;
-        let mut out = Vec::new();
-        for plan in plans {
+        self.transaction(|tx| {
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spec_toml.as_bytes()));
+            let at = now();
             tx.execute(
-                "INSERT INTO trials (sweep_id, key, backbone, params_json, plan_json, seed, status, epochs_planned, fold)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8) ON CONFLICT(key) DO NOTHING",
-                params![sweep, plan.key(), plan.backbone.name, plan.params_json(), plan.to_json(), plan.seed as i64, plan.train.epochs as i64, plan.fold.map(|f| f as i64)],
-            )
-            .map_err(&err)?;
-            let (id, status): (i64, String) = tx
-                .query_row(
-                    "SELECT id, status FROM trials WHERE key = ?1",
-                    [plan.key()],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .map_err(&err)?;
-            out.push((TrialId(id), TrialStatus::parse(&status)));
-        }
-        tx.commit().map_err(&err)?;
-        Ok((SweepId(sweep), out))
+                "INSERT INTO sweeps (name, spec_path, spec_toml, spec_sha256, created_at, updated_at, code_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)
+                 ON CONFLICT(name) DO UPDATE SET spec_path = ?2, spec_toml = ?3, spec_sha256 = ?4, updated_at = ?5, code_version = ?6",
+                params![name, spec_path, spec_toml, sha, at, env!("CARGO_PKG_VERSION")],
+            )?;
+            let sweep: i64 = tx
+                .query_row("SELECT id FROM sweeps WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })?;
+            let mut out = Vec::new();
+            for plan in plans {
+                tx.execute(
+                    "INSERT INTO trials (sweep_id, key, backbone, params_json, plan_json, seed, status, epochs_planned, fold)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8) ON CONFLICT(key) DO NOTHING",
+                    params![sweep, plan.key(), plan.backbone.name, plan.params_json(), plan.to_json(), plan.seed as i64, plan.train.epochs as i64, plan.fold.map(|f| f as i64)],
+                )?;
+                let (id, status): (i64, String) = tx
+                    .query_row(
+                        "SELECT id, status FROM trials WHERE key = ?1",
+                        [plan.key()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                out.push((TrialId(id), TrialStatus::parse(&status)));
+            }
+            Ok((SweepId(sweep), out))
+        })
     }
 
     /// Marks a trial running on `device`. Epochs after `resume_after` (the
@@ -325,86 +332,66 @@ impl Store {
         device: &str,
         resume_after: usize,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(&err)?;
-        // Epochs past the checkpoint are trained again (deterministically).
-        tx.execute(
-            "DELETE FROM epochs WHERE trial_id = ?1 AND epoch > ?2",
-            params![id.0, resume_after as i64],
-        )
-        .map_err(&err)?;
-        tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])
-            .map_err(&err)?;
-        let at = now();
-        tx.execute(
-            "UPDATE trials SET status = 'running', device = ?2, attempts = attempts + 1, started_at = ?3,
-             heartbeat_at = ?3, finished_at = NULL, error = NULL, test_loss = NULL, test_acc = NULL,
-             test_macro_f1 = NULL, notes = NULL,
-             (best_epoch, best_val_acc, best_val_macro_f1) =
-               (SELECT epoch, val_acc, val_macro_f1 FROM epochs WHERE trial_id = ?1
-                ORDER BY val_acc DESC, epoch ASC LIMIT 1)
-             WHERE id = ?1",
-            params![id.0, device, at],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)
+        self.transaction(|tx| {
+            // Epochs past the checkpoint are trained again (deterministically).
+            tx.execute(
+                "DELETE FROM epochs WHERE trial_id = ?1 AND epoch > ?2",
+                params![id.0, resume_after as i64],
+            )?;
+            tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])?;
+            let at = now();
+            tx.execute(
+                "UPDATE trials SET status = 'running', device = ?2, attempts = attempts + 1, started_at = ?3,
+                 heartbeat_at = ?3, finished_at = NULL, error = NULL, test_loss = NULL, test_acc = NULL,
+                 test_macro_f1 = NULL, notes = NULL,
+                 (best_epoch, best_val_acc, best_val_macro_f1) =
+                   (SELECT epoch, val_acc, val_macro_f1 FROM epochs WHERE trial_id = ?1
+                    ORDER BY val_acc DESC, epoch ASC LIMIT 1)
+                 WHERE id = ?1",
+                params![id.0, device, at],
+            )?;
+            Ok(())
+        })
     }
 
     /// Puts trials back to `pending` with no epochs (`sweep --fresh`).
     pub fn reset_trials(&mut self, ids: &[TrialId]) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(&err)?;
-        for id in ids {
-            tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0])
-                .map_err(&err)?;
-            tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])
-                .map_err(&err)?;
-            tx.execute(
-                "UPDATE trials SET status = 'pending', finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
-                 best_val_macro_f1 = NULL, error = NULL, test_loss = NULL, test_acc = NULL, test_macro_f1 = NULL,
-                 notes = NULL WHERE id = ?1",
-                [id.0],
-            )
-            .map_err(&err)?;
-        }
-        tx.commit().map_err(&err)
+        self.transaction(|tx| {
+            for id in ids {
+                tx.execute("DELETE FROM epochs WHERE trial_id = ?1", [id.0])?;
+                tx.execute("DELETE FROM confusions WHERE trial_id = ?1", [id.0])?;
+                tx.execute(
+                    "UPDATE trials SET status = 'pending', finished_at = NULL, best_epoch = NULL, best_val_acc = NULL,
+                     best_val_macro_f1 = NULL, error = NULL, test_loss = NULL, test_acc = NULL, test_macro_f1 = NULL,
+                     notes = NULL WHERE id = ?1",
+                    [id.0],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Stores one finished epoch and the trial's best-so-far, atomically.
     pub fn record_epoch(&mut self, id: TrialId, r: &EpochRecord) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(&err)?;
-        let at = now();
-        tx.execute(
-            "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, train_macro_f1, val_loss, val_acc,
-             val_macro_f1, lr, seconds, images_per_sec, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![id.0, r.epoch as i64, r.train_loss, r.train_acc, r.train_macro_f1, r.val_loss, r.val_acc, r.val_macro_f1, r.lr, r.seconds, r.images_per_sec, at],
-        )
-        .map_err(&err)?;
-        // Best epoch by validation accuracy; the earliest wins ties.
-        tx.execute(
-            "UPDATE trials SET heartbeat_at = ?2,
-               (best_epoch, best_val_acc, best_val_macro_f1) =
-               (SELECT epoch, val_acc, val_macro_f1 FROM epochs WHERE trial_id = ?1
-                ORDER BY val_acc DESC, epoch ASC LIMIT 1)
-             WHERE id = ?1",
-            params![id.0, at],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)
+        self.transaction(|tx| {
+            let at = now();
+            tx.execute(
+                "INSERT INTO epochs (trial_id, epoch, train_loss, train_acc, train_macro_f1, val_loss, val_acc,
+                 val_macro_f1, lr, seconds, images_per_sec, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![id.0, r.epoch as i64, r.train_loss, r.train_acc, r.train_macro_f1, r.val_loss, r.val_acc, r.val_macro_f1, r.lr, r.seconds, r.images_per_sec, at],
+            )?;
+            // Best epoch by validation accuracy; the earliest wins ties.
+            tx.execute(
+                "UPDATE trials SET heartbeat_at = ?2,
+                   (best_epoch, best_val_acc, best_val_macro_f1) =
+                   (SELECT epoch, val_acc, val_macro_f1 FROM epochs WHERE trial_id = ?1
+                    ORDER BY val_acc DESC, epoch ASC LIMIT 1)
+                 WHERE id = ?1",
+                params![id.0, at],
+            )?;
+            Ok(())
+        })
     }
 
     /// Ends a trial in `status` (done, failed, diverged, pruned, interrupted).
@@ -505,30 +492,25 @@ impl Store {
         val: &crate::metrics::Confusion,
         test: Option<(f64, &crate::metrics::Confusion)>,
     ) -> Result<(), StoreError> {
-        let path = self.path.clone();
-        let err = move |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(&err)?;
-        let classes_json = serde_json::to_string(classes).expect("strings serialise");
-        let put = |split: &str, m: &crate::metrics::Confusion| {
-            tx.execute(
-                "INSERT OR REPLACE INTO confusions (trial_id, split, epoch, classes_json, matrix_json) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id.0, split, best_epoch as i64, classes_json, serde_json::to_string(&m.counts).expect("counts serialise")],
-            )
-            .map(|_| ())
-        };
-        put("val", val).map_err(&err)?;
-        if let Some((loss, m)) = test {
-            put("test", m).map_err(&err)?;
-            tx.execute(
-                "UPDATE trials SET test_loss = ?2, test_acc = ?3, test_macro_f1 = ?4 WHERE id = ?1",
-                params![id.0, loss, m.accuracy(), m.macro_f1()],
-            )
-            .map_err(&err)?;
-        }
-        tx.commit().map_err(&err)
+        self.transaction(|tx| {
+            let classes_json = serde_json::to_string(classes).expect("strings serialise");
+            let put = |split: &str, m: &crate::metrics::Confusion| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO confusions (trial_id, split, epoch, classes_json, matrix_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id.0, split, best_epoch as i64, classes_json, serde_json::to_string(&m.counts).expect("counts serialise")],
+                )
+                .map(|_| ())
+            };
+            put("val", val)?;
+            if let Some((loss, m)) = test {
+                put("test", m)?;
+                tx.execute(
+                    "UPDATE trials SET test_loss = ?2, test_acc = ?3, test_macro_f1 = ?4 WHERE id = ?1",
+                    params![id.0, loss, m.accuracy(), m.macro_f1()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The stored confusion matrices of a trial (`val`, then `test`).
