@@ -271,3 +271,30 @@ fn every_shipped_spec_is_valid() {
         }
     }
 }
+
+/// Built without the `cuda` feature (CI's build), a GPU request fails at start.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn asking_for_a_gpu_without_cuda_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let assert = fer_lab(dir.path())
+        .args([
+            "sweep",
+            &repo("experiments/smoke.toml"),
+            "--db",
+            "g.sqlite",
+            "--set",
+            "scheduler.devices=[\"cuda:0\"]",
+        ])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert!(
+        stderr.contains("device cuda:0 asked for, but this fer-lab was built without CUDA"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("g.sqlite").exists(),
+        "a device error writes nothing"
+    );
+}
