@@ -210,7 +210,14 @@ pub struct BackboneSpec {
 #[serde(deny_unknown_fields, default)]
 pub struct SweepConfig {
     pub strategy: Strategy,
-    /// Train field -> list of values; the grid is their Cartesian product.
+    /// `random`: how many points to draw.
+    pub samples: usize,
+    /// `random`: seed of the draw (default: experiment.seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Train field -> values. `grid`: lists, whose Cartesian product is the
+    /// grid. `random`: a list (a choice) or a distribution table such as
+    /// `{ loguniform = [1e-4, 1e-2] }`.
     pub space: BTreeMap<String, toml::Value>,
 }
 
@@ -219,6 +226,7 @@ pub struct SweepConfig {
 pub enum Strategy {
     #[default]
     Grid,
+    Random,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,8 +234,24 @@ pub enum Strategy {
 pub struct SchedulerConfig {
     /// `"auto"`, `"cpu"` or a list such as `["cuda:0"]`.
     pub devices: Devices,
-    /// CPU threads for training; 0 means all cores.
+    /// CPU threads for training, shared by the CPU slots; 0 means all cores.
     pub threads: usize,
+    /// Parallel trials on the CPU, each with its own thread pool (threads / slots).
+    pub cpu_slots: usize,
+    /// A failed trial is retried until it has been started this many times.
+    pub max_attempts: usize,
+    /// A running trial whose heartbeat is older than this many seconds is
+    /// taken to be dead (its process crashed) and is taken back.
+    pub stale_after_secs: u64,
+    pub pruner: PrunerKind,
+    /// `median`: epochs before any trial may be pruned.
+    pub warmup_epochs: usize,
+    /// `median`: completed trials needed at an epoch before it prunes there.
+    pub min_trials: usize,
+    /// `asha`: keep the top 1/reduction_factor at each rung.
+    pub reduction_factor: usize,
+    /// `asha`: epochs of the first rung (rungs at min_epochs * factor^k).
+    pub min_epochs: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -235,8 +259,27 @@ impl Default for SchedulerConfig {
         Self {
             devices: Devices::Named("auto".into()),
             threads: 0,
+            cpu_slots: 1,
+            max_attempts: 2,
+            stale_after_secs: 300,
+            pruner: PrunerKind::None,
+            warmup_epochs: 2,
+            min_trials: 3,
+            reduction_factor: 3,
+            min_epochs: 1,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrunerKind {
+    #[default]
+    None,
+    /// Stop a trial below the median of completed trials at the same epoch.
+    Median,
+    /// Asynchronous successive halving.
+    Asha,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
