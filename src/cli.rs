@@ -127,20 +127,33 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
-/// Sizes candle's and rayon's thread pools once, before any tensor work.
-fn configure_threads(threads: usize) {
-    let n = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
+/// Sizes candle's and rayon's thread pools once, before any tensor work;
+/// returns the total thread count (`RAYON_NUM_THREADS` if set, else
+/// `threads`, else all cores). With several CPU slots each slot gets its own
+/// rayon pool (threads / slots) and candle's element-wise pool is turned off
+/// (ops run on the calling slot's thread), so pools never oversubscribe.
+fn configure_threads(threads: usize, cpu_slots: usize) -> usize {
+    let from_env = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0);
+    let n = match (from_env, threads) {
+        (Some(env), _) => env,
+        (None, 0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        (None, t) => t,
     };
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // SAFETY: called once at start-up, before fer-lab starts any thread.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    let per_slot = n.div_ceil(cpu_slots.max(1)).max(1);
+    // SAFETY: called once at start-up, before fer-lab starts any thread.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", per_slot.to_string());
+        if cpu_slots > 1 {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
+        }
     }
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global();
+    n
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -152,8 +165,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             fresh,
         } => {
             let loaded = spec::load(&spec, &overrides)?;
-            configure_threads(threads.unwrap_or(loaded.spec.scheduler.threads));
-            let summary = sched::run_sweep(&loaded, &cli.db, sched::SweepOptions { fresh })?;
+            let threads = configure_threads(
+                threads.unwrap_or(loaded.spec.scheduler.threads),
+                loaded.spec.scheduler.cpu_slots,
+            );
+            let summary =
+                sched::run_sweep(&loaded, &cli.db, sched::SweepOptions { fresh, threads })?;
             eprintln!(
                 "sweep {}: {} trials: {} trained, {} skipped (already finished), {} failed, {} diverged. Results: fer-lab leaderboard --db {}",
                 loaded.spec.experiment.name,

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod metrics;
 pub mod models;
+pub mod prune;
 pub mod report;
 pub mod sched;
 pub mod spec;

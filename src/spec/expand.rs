@@ -1,7 +1,10 @@
 //! Expansion of a validated spec into resolved trial plans: one per
-//! backbone x grid point. Downstream code sees only [`TrialPlan`]s, and a
-//! plan's hash is the trial's identity in the store.
+//! backbone x sweep point (x fold). The points are the grid's Cartesian
+//! product, or for `strategy = "random"` the distinct points drawn by
+//! `search.rs`. Downstream code sees only [`TrialPlan`]s, and a plan's hash is
+//! the trial's identity in the store.
 
+use super::search;
 use super::types::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -21,7 +24,7 @@ pub struct TrialPlan {
     pub train: TrainConfig,
     /// The test fold of a `subject-kfold` trial.
     pub fold: Option<usize>,
-    /// The swept fields and their values at this grid point.
+    /// The swept fields and their values at this point (grid or drawn).
     pub params: BTreeMap<String, serde_json::Value>,
 }
 
@@ -67,24 +70,15 @@ pub fn with_field(
 }
 
 /// All trial plans of a validated spec, in a stable order: backbones as
-/// listed, then the grid in sorted key order, then folds.
+/// listed, then the sweep points (the grid in sorted key order, or random
+/// points in draw order), then folds. Every backbone trains the same points;
+/// a random sweep may have fewer than `samples` points (duplicates are
+/// dropped, see `spec/search.rs`).
 pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
-    let mut points: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
-    for (key, values) in &spec.sweep.space {
-        let values = values
-            .as_array()
-            .expect("validated: sweep values are lists");
-        points = points
-            .into_iter()
-            .flat_map(|p| {
-                values.iter().map(move |v| {
-                    let mut q = p.clone();
-                    q.push((key.clone(), v.clone()));
-                    q
-                })
-            })
-            .collect();
-    }
+    let points = match spec.sweep.strategy {
+        Strategy::Grid => grid_points(spec),
+        Strategy::Random => search::draw_points(&spec.sweep, spec.experiment.seed),
+    };
     let folds: Vec<Option<usize>> = match spec.data.protocol {
         Protocol::SubjectKfold if spec.data.run_folds.is_empty() => {
             (0..spec.data.folds).map(Some).collect()
@@ -121,6 +115,27 @@ pub fn expand(spec: &Spec) -> Vec<TrialPlan> {
         }
     }
     plans
+}
+
+/// The Cartesian product of the grid's lists, in sorted key order.
+fn grid_points(spec: &Spec) -> Vec<Vec<(String, toml::Value)>> {
+    let mut points: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+    for (key, values) in &spec.sweep.space {
+        let values = values
+            .as_array()
+            .expect("validated: sweep values are lists");
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                values.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((key.clone(), v.clone()));
+                    q
+                })
+            })
+            .collect();
+    }
+    points
 }
 
 fn toml_to_json(v: &toml::Value) -> serde_json::Value {

@@ -7,6 +7,7 @@
 
 mod expand;
 mod locate;
+mod search;
 mod types;
 mod validate;
 

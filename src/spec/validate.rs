@@ -2,6 +2,7 @@
 //! Each problem carries the dotted key path it is about, so the caller can
 //! point at the file position (or the `--set` flag) it came from.
 
+use super::search::Dist;
 use super::types::*;
 use crate::models;
 
@@ -273,9 +274,43 @@ fn validate_backbones(spec: &Spec, out: &mut Problems) {
     }
 }
 
+/// `[sweep]`: every space key is a train field; under `grid` every entry is
+/// a list, under `random` a list or a distribution (see `search.rs`), and
+/// every value or range bound is valid for its field.
 fn validate_sweep(spec: &Spec, out: &mut Problems) {
+    let sweep = &spec.sweep;
+    let random = sweep.strategy == Strategy::Random;
+    if random && sweep.samples == 0 {
+        out.push((
+            path(&["sweep", "samples"]),
+            "sweep.samples must be >= 1 for strategy = \"random\"".into(),
+        ));
+    }
+    if random && sweep.samples > MAX_SAMPLES {
+        out.push((
+            path(&["sweep", "samples"]),
+            format!(
+                "sweep.samples must be <= {MAX_SAMPLES}, got {}",
+                sweep.samples
+            ),
+        ));
+    }
+    // Written for a random sweep but under `grid`, they would silently run
+    // the whole grid instead.
+    if !random && sweep.samples != 0 {
+        out.push((
+            path(&["sweep", "samples"]),
+            "sweep.samples is only used by strategy = \"random\" (a grid runs every point); set sweep.strategy = \"random\" or remove it".into(),
+        ));
+    }
+    if !random && sweep.seed.is_some() {
+        out.push((
+            path(&["sweep", "seed"]),
+            "sweep.seed is only used by strategy = \"random\"; set sweep.strategy = \"random\" or remove it".into(),
+        ));
+    }
     let fields = super::expand::train_fields();
-    for (key, values) in &spec.sweep.space {
+    for (key, values) in &sweep.space {
         let at = vec!["sweep".to_string(), "space".to_string(), key.clone()];
         if !fields.contains(key) {
             out.push((
@@ -287,38 +322,119 @@ fn validate_sweep(spec: &Spec, out: &mut Problems) {
             ));
             continue;
         }
-        let Some(items) = values.as_array() else {
-            out.push((
-                at.clone(),
-                format!(
-                    "sweep.space.{key} must be a list of values, e.g. {key} = [..], got a {}",
-                    values.type_str()
-                ),
-            ));
+        if !random {
+            match values {
+                toml::Value::Array(items) => {
+                    check_values(spec, key, items, &at, &format!("sweep.space.{key}"), out)
+                }
+                toml::Value::Table(_) => out.push((
+                    at.clone(),
+                    format!("sweep.space.{key}: a distribution needs strategy = \"random\""),
+                )),
+                other => out.push((
+                    at.clone(),
+                    format!(
+                        "sweep.space.{key} must be a list of values, e.g. {key} = [..], got a {}",
+                        other.type_str()
+                    ),
+                )),
+            }
             continue;
-        };
-        if items.is_empty() {
-            out.push((
-                at.clone(),
-                format!("sweep.space.{key} must list at least one value"),
-            ));
         }
-        for (i, item) in items.iter().enumerate() {
-            let mut at_item = at.clone();
-            at_item.push(i.to_string());
-            if items[..i].contains(item) {
-                out.push((at_item, format!("sweep.space.{key} lists {item} twice")));
+        let dist = match Dist::parse(key, values) {
+            Ok(dist) => dist,
+            Err(problems) => {
+                out.extend(problems.into_iter().map(|(sub, msg)| {
+                    let mut p = at.clone();
+                    p.extend(sub);
+                    (p, msg)
+                }));
                 continue;
             }
-            match super::expand::with_field(&spec.train, key, item) {
-                // Only the swept field: the rest of [train] is reported once, above.
-                Ok(train) => out.extend(
-                    train_problems(&train)
-                        .into_iter()
-                        .filter(|(field, _)| field == key)
-                        .map(|(_, msg)| (at_item.clone(), msg)),
-                ),
-                Err(msg) => out.push((at_item, format!("sweep.space.{key}[{i}]: {msg}"))),
+        };
+        match (&dist, values) {
+            (Dist::Choice(items), toml::Value::Array(_)) => {
+                check_values(spec, key, items, &at, &format!("sweep.space.{key}"), out)
+            }
+            (Dist::Choice(items), _) => {
+                let mut at = at.clone();
+                at.push("choice".into());
+                check_values(
+                    spec,
+                    key,
+                    items,
+                    &at,
+                    &format!("sweep.space.{key}.choice"),
+                    out,
+                )
+            }
+            _ => check_bounds(spec, key, &dist, &at, out),
+        }
+    }
+}
+
+/// The most points a random sweep may draw.
+const MAX_SAMPLES: usize = 100_000;
+
+/// The values of a grid list or a choice: at least one, no repeats, each a
+/// valid value of the train field `key`. `label` names the list in messages.
+fn check_values(
+    spec: &Spec,
+    key: &str,
+    items: &[toml::Value],
+    at: &[String],
+    label: &str,
+    out: &mut Problems,
+) {
+    if items.is_empty() {
+        out.push((at.to_vec(), format!("{label} must list at least one value")));
+    }
+    for (i, item) in items.iter().enumerate() {
+        let mut at_item = at.to_vec();
+        at_item.push(i.to_string());
+        if items[..i].contains(item) {
+            out.push((at_item, format!("{label} lists {item} twice")));
+            continue;
+        }
+        match super::expand::with_field(&spec.train, key, item) {
+            // Only the swept field: the rest of [train] is reported once, above.
+            Ok(train) => out.extend(
+                train_problems(&train)
+                    .into_iter()
+                    .filter(|(field, _)| *field == key)
+                    .map(|(_, msg)| (at_item.clone(), msg)),
+            ),
+            Err(msg) => out.push((at_item, format!("{label}[{i}]: {msg}"))),
+        }
+    }
+}
+
+/// Both bounds of a range, as the values it draws (floats, or integers for
+/// `int`), must be valid values of the train field `key`. The train fields'
+/// valid values are intervals, so every value drawn between them is valid too.
+fn check_bounds(spec: &Spec, key: &str, dist: &Dist, at: &[String], out: &mut Problems) {
+    let Some(bounds) = dist.bounds() else { return };
+    let name = dist.name();
+    let label = format!("sweep.space.{key}.{name}");
+    for (i, (bound, which)) in bounds.iter().zip(["lower", "upper"]).enumerate() {
+        let mut at_bound = at.to_vec();
+        at_bound.extend([name.to_string(), i.to_string()]);
+        match super::expand::with_field(&spec.train, key, bound) {
+            Ok(train) => out.extend(
+                train_problems(&train)
+                    .into_iter()
+                    .filter(|(field, _)| *field == key)
+                    .map(|(_, msg)| {
+                        (
+                            at_bound.clone(),
+                            format!("{msg} (the {which} bound of {label})"),
+                        )
+                    }),
+            ),
+            // A type mismatch (floats for an integer field): once is enough.
+            Err(msg) => {
+                out.push((at_bound, format!("{label}[{i}]: {msg}")));
+                return;
             }
         }
     }
@@ -363,6 +479,30 @@ fn validate_scheduler(s: &SchedulerConfig, out: &mut Problems) {
                 "scheduler.threads must be <= 1024 (0 = all cores), got {}",
                 s.threads
             ),
+        ));
+    }
+    // Pruner settings are checked whichever pruner is chosen, so switching
+    // pruners with --set never meets a bad value late.
+    if s.min_trials == 0 {
+        out.push((
+            path(&["scheduler", "min_trials"]),
+            "scheduler.min_trials must be >= 1 (completed trials needed for a median), got 0"
+                .into(),
+        ));
+    }
+    if s.reduction_factor < 2 {
+        out.push((
+            path(&["scheduler", "reduction_factor"]),
+            format!(
+                "scheduler.reduction_factor must be >= 2, got {}",
+                s.reduction_factor
+            ),
+        ));
+    }
+    if s.min_epochs == 0 {
+        out.push((
+            path(&["scheduler", "min_epochs"]),
+            "scheduler.min_epochs must be >= 1 (the first rung's epoch), got 0".into(),
         ));
     }
 }

@@ -5,13 +5,16 @@
 //! while a sweep writes; each epoch is one short transaction, so a crash
 //! leaves complete epochs only.
 
+mod lease;
+pub use lease::{Claim, LeasePolicy, StatusLine, owner_name};
+
 use crate::spec::TrialPlan;
 use crate::train::EpochRecord;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 
 /// Bumped with every schema change; `open` migrates older files forward.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE sweeps (
@@ -81,6 +84,11 @@ CREATE TABLE confusions (
 );
 ";
 
+/// Version 3: trial leases (which process runs a trial).
+const SCHEMA_V3: &str = "
+ALTER TABLE trials ADD COLUMN lease_owner TEXT;
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: {source}")]
@@ -104,7 +112,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SweepId(pub i64);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TrialId(pub i64);
 
 /// A trial's state; transitions are made only by the methods below.
@@ -235,7 +243,7 @@ impl Store {
     }
 
     /// Runs `f` in one transaction, committed when it returns Ok.
-    fn transaction<T>(
+    pub(crate) fn transaction<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
@@ -269,7 +277,7 @@ impl Store {
                 found: version,
             });
         }
-        for (target, sql) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+        for (target, sql) in [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)] {
             if version < target {
                 self.conn
                     .execute_batch(&format!(
