@@ -69,6 +69,12 @@ pub enum Command {
         #[arg(long, default_value = "runs/report")]
         out: PathBuf,
     },
+    /// Trials by state per sweep, what runs where, epochs done, ETA.
+    Status {
+        /// Only this sweep.
+        #[arg(long)]
+        sweep: Option<String>,
+    },
     /// Data set tools.
     Data {
         #[command(subcommand)]
@@ -172,15 +178,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let summary =
                 sched::run_sweep(&loaded, &cli.db, sched::SweepOptions { fresh, threads })?;
             eprintln!(
-                "sweep {}: {} trials: {} trained, {} skipped (already finished), {} failed, {} diverged. Results: fer-lab leaderboard --db {}",
+                "sweep {}: {} trials: {} trained, {} skipped (already finished), {} failed, {} diverged, {} pruned, {} interrupted. Results: fer-lab leaderboard --db {}",
                 loaded.spec.experiment.name,
                 summary.trials,
                 summary.done,
                 summary.skipped,
                 summary.failed,
                 summary.diverged,
+                summary.pruned,
+                summary.interrupted,
                 cli.db.display()
             );
+            if summary.interrupted > 0 {
+                anyhow::bail!(
+                    "interrupted: {} trial(s) stopped after a checkpointed epoch; run the same command again to resume",
+                    summary.interrupted
+                );
+            }
             if summary.failed > 0 {
                 anyhow::bail!(
                     "{} trial(s) failed; their errors are in the trials table",
@@ -222,6 +236,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )?;
                 eprintln!("plot: {}", path.display());
             }
+            Ok(())
+        }
+        Command::Status { sweep } => {
+            let store = open_existing(&cli.db)?;
+            print!(
+                "{}",
+                report::status::render(&store.status_lines(sweep.as_deref())?)
+            );
             Ok(())
         }
         Command::Report { trial, sweep, out } => {

@@ -4,6 +4,7 @@
 
 pub mod classification;
 pub mod plots;
+pub mod status;
 pub mod trial;
 
 use crate::store::TrialRow;
