@@ -224,3 +224,46 @@ fn ckplus_holdout_is_785_196() {
     let s = stratified_holdout(&ds.labels, &ds.classes, 0.2, 42).unwrap();
     assert_eq!((s.train.len(), s.val.len()), (785, 196));
 }
+
+#[test]
+fn synthetic_set_is_not_trivial_for_a_pixel_baseline() {
+    // A nearest-class-mean classifier on raw pixels must do far worse than a
+    // CNN (ResNet-10 reaches ~92% on 100 per class: experiments/synth-learnable.toml).
+    let dir = tempfile::tempdir().unwrap();
+    synth::write(dir.path(), 40, 32, 9).unwrap();
+    let ds = Dataset::load(dir.path(), 32, 1).unwrap();
+    let split = stratified_holdout(&ds.labels, &ds.classes, 0.25, 1).unwrap();
+    let pixels = 32 * 32;
+    let mut means = vec![vec![0f64; pixels]; 7];
+    let mut counts = [0usize; 7];
+    for &i in &split.train {
+        counts[ds.labels[i]] += 1;
+        for (m, &p) in means[ds.labels[i]].iter_mut().zip(ds.image(i)) {
+            *m += p as f64;
+        }
+    }
+    for (m, n) in means.iter_mut().zip(counts) {
+        m.iter_mut().for_each(|v| *v /= n as f64);
+    }
+    let correct = split
+        .val
+        .iter()
+        .filter(|&&i| {
+            let dist = |m: &Vec<f64>| {
+                m.iter()
+                    .zip(ds.image(i))
+                    .map(|(a, &b)| (a - b as f64).powi(2))
+                    .sum::<f64>()
+            };
+            let best = (0..7)
+                .min_by(|&a, &b| dist(&means[a]).total_cmp(&dist(&means[b])))
+                .unwrap();
+            best == ds.labels[i]
+        })
+        .count();
+    let acc = correct as f64 / split.val.len() as f64;
+    assert!(
+        acc > 1.0 / 7.0 * 0.5 && acc < 0.5,
+        "nearest-centroid accuracy {acc}"
+    );
+}
