@@ -36,8 +36,11 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
         /// Start every trial of the spec over, forgetting stored epochs and checkpoints.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         fresh: bool,
+        /// Continue unfinished trials from their last checkpoint (the default; explicit for scripts).
+        #[arg(long)]
+        resume: bool,
     },
     /// Compare stored trials, best validation accuracy first.
     Leaderboard {
@@ -169,6 +172,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             overrides,
             threads,
             fresh,
+            resume: _,
         } => {
             let loaded = spec::load(&spec, &overrides)?;
             let threads = configure_threads(

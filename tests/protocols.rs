@@ -373,3 +373,24 @@ fn reproduce_recipe_spec_runs_and_prints_the_published_figure() {
         .stdout(contains("leakage: WARNING"))
         .stdout(contains("wrote rep/curves.png"));
 }
+
+#[test]
+fn folders_protocol_on_a_split_copy_of_ckplus() {
+    let Some(root) = ckplus() else { return };
+    let ds = Dataset::load(&root, 48, 1).unwrap();
+    let split = fer_lab::data::split::stratified_holdout(&ds.labels, &ds.classes, 0.2, 42).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (part, indices) in [("train", &split.train), ("val", &split.val)] {
+        for &i in indices.iter() {
+            let to = dir.path().join(part).join(&ds.files[i]);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(root.join(&ds.files[i]), to).unwrap();
+        }
+    }
+    let (copy, given) = Dataset::load_folders(dir.path(), 48, 1).unwrap();
+    assert_eq!(
+        (given.train.len(), given.val.len(), given.test),
+        (785, 196, None)
+    );
+    assert_eq!(copy.classes, ds.classes);
+}
