@@ -1,22 +1,10 @@
 //! The command line end to end, each test in its own temp dir: help and
 //! exit codes, bad specs that write nothing, and a sweep -> leaderboard run.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{count_epochs, fer_lab, repo};
 use predicates::str::contains;
-use std::path::Path;
-
-fn fer_lab(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("fer-lab").unwrap();
-    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2");
-    cmd
-}
-
-fn repo(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(path)
-        .display()
-        .to_string()
-}
 
 #[test]
 fn help_on_every_command() {
@@ -111,12 +99,6 @@ fn a_missing_data_root_exits_1_and_writes_nothing() {
         .code(1)
         .stderr(contains("data root no/such/dir does not exist"));
     assert!(!dir.path().join("runs").exists());
-}
-
-fn count_epochs(db: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0))
-        .unwrap()
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Data sets: discovery, decoding (grey, colour, PNG, JPEG, any size),
 //! clear errors, stratified splits and batches; CK+48 when it is present.
 
+mod common;
+
+use common::ckplus;
 use fer_lab::data::batch::{Augmentation, Normalizer, epoch_batches, make_batch};
 use fer_lab::data::split::stratified_holdout;
 use fer_lab::data::{DataError, Dataset, synth};
@@ -12,17 +15,6 @@ fn write_grey(path: &Path, w: u32, h: u32, value: u8) {
     image::GrayImage::from_pixel(w, h, image::Luma([value]))
         .save(path)
         .unwrap();
-}
-
-/// The real CK+48 beside the checkout (../shared), or None to skip.
-fn ckplus() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ckplus/CK+48");
-    if root.is_dir() {
-        Some(root)
-    } else {
-        eprintln!("skipped: CK+48 not found at {}", root.display());
-        None
-    }
 }
 
 #[test]

@@ -1,22 +1,16 @@
 //! Evaluation protocols (holdout, subject k-fold, folders), leakage counts,
 //! pretrained loading, reports and the store's migration.
 
-use assert_cmd::Command;
+mod common;
+
 use candle_core::Device;
+use common::{ckplus, fer_lab};
 use fer_lab::data::split::{Overlap, ids_from_names, leak, subject_folds, subject_kfold};
 use fer_lab::data::{Dataset, synth};
 use fer_lab::models::{self, ModelConfig, pretrained};
 use predicates::str::contains;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-fn ckplus() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ckplus/CK+48");
-    root.is_dir().then_some(root).or_else(|| {
-        eprintln!("skipped: CK+48 not found");
-        None
-    })
-}
+use std::path::Path;
 
 fn ids(ds: &Dataset, pattern: &str) -> Vec<String> {
     ids_from_names(&ds.files, &regex::Regex::new(pattern).unwrap()).unwrap()
@@ -195,12 +189,6 @@ fn pretrained_weights_load_with_a_fresh_head_and_grey_first_conv() {
             .to_string()
             .contains("none.safetensors do not exist")
     );
-}
-
-fn fer_lab(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("fer-lab").unwrap();
-    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2");
-    cmd
 }
 
 #[test]

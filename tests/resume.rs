@@ -2,7 +2,9 @@
 //! process) resumes from its last checkpoint, and the final epochs table
 //! equals that of an uninterrupted run of the same spec.
 
-use assert_cmd::cargo::CommandCargoExt;
+mod common;
+
+use common::{count_epochs, fer_lab_process};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,9 +14,7 @@ const SPEC: &str = "[experiment]\nname = \"crash\"\nseed = 3\n[data]\nroot = \"f
     [train]\nepochs = 8\nbatch_size = 8\naugment = [\"hflip\", \"shift\"]\nlr_schedule = \"cosine\"\n[[backbone]]\nname = \"resnet10\"\n";
 
 fn setup(dir: &Path) {
-    let status = Command::cargo_bin("fer-lab")
-        .unwrap()
-        .current_dir(dir)
+    let status = fer_lab_process(dir)
         .args([
             "data",
             "synth",
@@ -35,13 +35,8 @@ fn setup(dir: &Path) {
 }
 
 fn sweep(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("fer-lab").unwrap();
-    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2").args([
-        "sweep",
-        "crash.toml",
-        "--db",
-        "runs/x.sqlite",
-    ]);
+    let mut cmd = fer_lab_process(dir);
+    cmd.args(["sweep", "crash.toml", "--db", "runs/x.sqlite"]);
     cmd
 }
 
@@ -69,12 +64,6 @@ fn table(db: &Path) -> (Vec<Vec<String>>, Option<f64>) {
     (rows, test)
 }
 
-fn epochs_written(db: &Path) -> i64 {
-    rusqlite::Connection::open(db)
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0)))
-        .unwrap_or(0)
-}
-
 #[test]
 fn killed_sweep_resumes_to_the_same_epochs() {
     let reference = tempfile::tempdir().unwrap();
@@ -95,7 +84,7 @@ fn killed_sweep_resumes_to_the_same_epochs() {
     let db = crashed.path().join("runs/x.sqlite");
     let mut child = sweep(crashed.path()).stderr(Stdio::null()).spawn().unwrap();
     let started = Instant::now();
-    while epochs_written(&db) < 3 {
+    while count_epochs(&db) < 3 {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the sweep ended before it could be killed"
@@ -108,7 +97,7 @@ fn killed_sweep_resumes_to_the_same_epochs() {
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
-    let left = epochs_written(&db);
+    let left = count_epochs(&db);
     assert!((3..8).contains(&left), "killed after {left} epochs");
     let status: String = rusqlite::Connection::open(&db)
         .unwrap()
@@ -158,5 +147,5 @@ fn fresh_starts_over() {
             && stderr.contains("1 trained, 0 skipped"),
         "{stderr}"
     );
-    assert_eq!(epochs_written(&dir.path().join("runs/x.sqlite")), 1);
+    assert_eq!(count_epochs(&dir.path().join("runs/x.sqlite")), 1);
 }

@@ -2,16 +2,12 @@
 //! diverged and pruned trials beside finishing ones, abandoned trials taken
 //! back, Ctrl-C, random search, and `fer-lab status`.
 
-use assert_cmd::cargo::CommandCargoExt;
+mod common;
+
+use common::{count_epochs, fer_lab_process as fer_lab};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn fer_lab(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("fer-lab").unwrap();
-    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2");
-    cmd
-}
 
 fn faces(dir: &Path, per_class: usize, size: usize) {
     let out = fer_lab(dir)
@@ -183,7 +179,7 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resumes() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while query_count(&db) < 1 {
+    while count_epochs(&db) < 1 {
         assert!(started.elapsed() < Duration::from_secs(120));
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -206,7 +202,7 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resumes() {
         query::<String>(&db, "SELECT status FROM trials"),
         ["interrupted"]
     );
-    let kept = query_count(&db);
+    let kept = count_epochs(&db);
     assert!((1..10).contains(&kept));
     let again = sweep(dir.path(), &[]);
     let stderr = String::from_utf8_lossy(&again.stderr);
@@ -214,13 +210,7 @@ fn ctrl_c_checkpoints_marks_interrupted_and_resumes() {
         again.status.success() && stderr.contains(&format!("resuming after epoch {kept}")),
         "{stderr}"
     );
-    assert_eq!(query_count(&db), 10);
-}
-
-fn query_count(db: &Path) -> i64 {
-    rusqlite::Connection::open(db)
-        .and_then(|c| c.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0)))
-        .unwrap_or(0)
+    assert_eq!(count_epochs(&db), 10);
 }
 
 #[test]

@@ -62,6 +62,20 @@ impl ParamStore {
         self.trainable().iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// Every parameter and buffer by name, sorted by name.
+    pub fn named(&self) -> Vec<(String, Var)> {
+        let mut all: Vec<(String, Var)> = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Every parameter and buffer, for checkpoints and parity tests.
     pub fn varmap(&self) -> &VarMap {
         &self.varmap

@@ -87,15 +87,7 @@ pub fn load_into(
 ) -> anyhow::Result<LoadReport> {
     let mut file = read(path)?;
     let mut report = LoadReport::default();
-    let mut names: Vec<(String, candle_core::Var)> = params
-        .varmap()
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    names.sort_by(|a, b| a.0.cmp(&b.0));
+    let names = params.named();
     let head = format!("{classifier}.");
     let mut missing = Vec::new();
     for (name, var) in &names {

@@ -101,9 +101,11 @@ struct Snapshot(Vec<(String, candle_core::Var, Tensor)>);
 
 impl Snapshot {
     fn take(model: &models::Model) -> candle_core::Result<Self> {
-        let map = model.params.varmap().data().lock().expect("varmap lock");
-        map.iter()
-            .map(|(k, v)| Ok((k.clone(), v.clone(), v.as_tensor().copy()?)))
+        model
+            .params
+            .named()
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.clone(), v.as_tensor().copy()?)))
             .collect::<candle_core::Result<_>>()
             .map(Self)
     }
@@ -121,14 +123,7 @@ fn checkpoint_tensors(
 ) -> candle_core::Result<std::collections::HashMap<String, Tensor>> {
     let cpu = Device::Cpu;
     let mut out = std::collections::HashMap::new();
-    for (name, var) in model
-        .params
-        .varmap()
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-    {
+    for (name, var) in model.params.named() {
         out.insert(format!("param/{name}"), var.as_tensor().to_device(&cpu)?);
     }
     for ((name, _), (m, v)) in model.params.trainable().iter().zip(optimizer.moments()?) {
@@ -155,15 +150,7 @@ fn restore_checkpoint(
             .get(&key)
             .ok_or_else(|| anyhow::anyhow!("checkpoint lacks {key}"))
     };
-    let vars: Vec<(String, candle_core::Var)> = model
-        .params
-        .varmap()
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let vars = model.params.named();
     for (name, var) in &vars {
         var.set(&get(format!("param/{name}"))?.to_device(var.device())?)?;
     }

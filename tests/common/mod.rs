@@ -1,0 +1,45 @@
+//! Helpers shared by the integration tests (each test binary uses a part).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The fer-lab binary, run in `dir` with 2 threads.
+pub fn fer_lab(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("fer-lab").unwrap();
+    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2");
+    cmd
+}
+
+/// The same as a std command, for tests that spawn and signal it.
+pub fn fer_lab_process(dir: &Path) -> std::process::Command {
+    use assert_cmd::cargo::CommandCargoExt;
+    let mut cmd = std::process::Command::cargo_bin("fer-lab").unwrap();
+    cmd.current_dir(dir).env("RAYON_NUM_THREADS", "2");
+    cmd
+}
+
+/// A path inside the repository, as a string.
+pub fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// The real CK+48 beside the checkout (../shared), or None to skip.
+pub fn ckplus() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ckplus/CK+48");
+    if root.is_dir() {
+        Some(root)
+    } else {
+        eprintln!("skipped: CK+48 not found at {}", root.display());
+        None
+    }
+}
+
+/// Rows in the `epochs` table (0 while the database does not exist yet).
+pub fn count_epochs(db: &Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
