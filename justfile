@@ -1,4 +1,5 @@
 # fer-lab recipes; `just --list` shows them.
+# Every command uses the database in $FER_LAB_DB (default runs/fer-lab.sqlite).
 
 fer := "cargo run --release --quiet --"
 

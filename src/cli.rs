@@ -17,7 +17,12 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// SQLite database holding sweeps, trials and epochs.
-    #[arg(long, global = true, default_value = "runs/fer-lab.sqlite")]
+    #[arg(
+        long,
+        global = true,
+        env = "FER_LAB_DB",
+        default_value = "runs/fer-lab.sqlite"
+    )]
     pub db: PathBuf,
     #[command(subcommand)]
     pub command: Command,
