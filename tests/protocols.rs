@@ -382,3 +382,38 @@ fn folders_protocol_on_a_split_copy_of_ckplus() {
     );
     assert_eq!(copy.classes, ds.classes);
 }
+
+#[test]
+fn an_unfinished_fold_does_not_mix_validation_into_the_test_mean() {
+    use fer_lab::store::{TrialId, TrialRow, TrialStatus};
+    let row = |id: i64, fold: usize, test: Option<f64>, status: TrialStatus| TrialRow {
+        id: TrialId(id),
+        key: format!("k{id}"),
+        sweep: "kf".into(),
+        backbone: "resnet18".into(),
+        params_json: "{}".into(),
+        status,
+        epochs_planned: 3,
+        epochs_run: 3,
+        best_epoch: Some(2),
+        best_val_acc: Some(0.99),
+        best_val_macro_f1: Some(0.99),
+        wall_seconds: 1.0,
+        error: None,
+        fold: Some(fold),
+        test_acc: test,
+        test_macro_f1: test.map(|t| t - 0.1),
+        leak_json: None,
+    };
+    let trials = [
+        row(1, 0, Some(0.8), TrialStatus::Done),
+        row(2, 1, Some(0.9), TrialStatus::Done),
+        row(3, 2, None, TrialStatus::Running),
+    ];
+    let rows = fer_lab::report::rows(&trials, false);
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].folds_scored, rows[0].folds), (2, 3));
+    assert!((rows[0].acc.unwrap() - 0.85).abs() < 1e-12);
+    assert!((rows[0].acc_std.unwrap() - (0.005f64).sqrt()).abs() < 1e-12);
+    assert_eq!(rows[0].status, "2 done, 1 running");
+}

@@ -183,11 +183,14 @@ pub struct TrialRow {
 
 impl TrialRow {
     /// The figure a trial is ranked by: test accuracy where a test set was
-    /// scored (k-fold), else the best validation accuracy.
+    /// scored, else the best validation accuracy. A k-fold trial has no
+    /// score until its test fold is scored: its inner validation accuracy
+    /// must never mix into a mean of test accuracies.
     pub fn score(&self) -> Option<(f64, Option<f64>)> {
-        match self.test_acc {
-            Some(acc) => Some((acc, self.test_macro_f1)),
-            None => self.best_val_acc.map(|a| (a, self.best_val_macro_f1)),
+        match (self.test_acc, self.fold) {
+            (Some(acc), _) => Some((acc, self.test_macro_f1)),
+            (None, Some(_)) => None,
+            (None, None) => self.best_val_acc.map(|a| (a, self.best_val_macro_f1)),
         }
     }
 }
