@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use common::{ckplus, fer_lab};
+use common::{ckplus, faces, fer_lab};
 use fer_lab::data::split::{Overlap, ids_from_names, leak, subject_folds, subject_kfold};
 use fer_lab::data::{Dataset, synth};
 use fer_lab::models::{self, ModelConfig, pretrained};
@@ -194,19 +194,7 @@ fn pretrained_weights_load_with_a_fresh_head_and_grey_first_conv() {
 #[test]
 fn kfold_sweep_leaderboard_and_report_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    fer_lab(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "faces",
-            "--per-class",
-            "9",
-            "--size",
-            "24",
-        ])
-        .assert()
-        .success();
+    faces(dir.path(), 9, 24, 7);
     std::fs::write(
         dir.path().join("kf.toml"),
         "[experiment]\nname = \"kf\"\n[data]\nroot = \"faces\"\nimage_size = 24\nchannels = 1\nmean = [0.5]\nstd = [0.25]\n\
@@ -311,19 +299,7 @@ fn version_1_databases_are_migrated() {
 #[test]
 fn reproduce_recipe_spec_runs_and_prints_the_published_figure() {
     let dir = tempfile::tempdir().unwrap();
-    fer_lab(dir.path())
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "faces",
-            "--per-class",
-            "6",
-            "--size",
-            "32",
-        ])
-        .assert()
-        .success();
+    faces(dir.path(), 6, 32, 7);
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/reproduce-resnet101.toml");
     fer_lab(dir.path())
         .args([

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{count_epochs, fer_lab_process};
+use common::{count_epochs, faces, fer_lab_process};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,23 +14,7 @@ const SPEC: &str = "[experiment]\nname = \"crash\"\nseed = 3\n[data]\nroot = \"f
     [train]\nepochs = 8\nbatch_size = 8\naugment = [\"hflip\", \"shift\"]\nlr_schedule = \"cosine\"\n[[backbone]]\nname = \"resnet10\"\n";
 
 fn setup(dir: &Path) {
-    let status = fer_lab_process(dir)
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "faces",
-            "--per-class",
-            "12",
-            "--size",
-            "24",
-            "--seed",
-            "2",
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    faces(dir, 12, 24, 2);
     std::fs::write(dir.join("crash.toml"), SPEC).unwrap();
 }
 

@@ -10,20 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn faces(dir: &Path, per_class: usize, size: usize) {
-    let out = fer_lab(dir)
-        .args([
-            "data",
-            "synth",
-            "--out",
-            "faces",
-            "--per-class",
-            &per_class.to_string(),
-            "--size",
-            &size.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    common::faces(dir, per_class, size, 7);
 }
 
 fn spec(dir: &Path, size: usize, train: &str, rest: &str) {

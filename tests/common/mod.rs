@@ -37,6 +37,11 @@ pub fn ckplus() -> Option<PathBuf> {
     }
 }
 
+/// Writes the synthetic faces to `dir/faces` (what `fer-lab data synth --out faces` does).
+pub fn faces(dir: &Path, per_class: usize, size: usize, seed: u64) {
+    fer_lab::data::synth::write(&dir.join("faces"), per_class, size, seed).unwrap();
+}
+
 /// Rows in the `epochs` table (0 while the database does not exist yet).
 pub fn count_epochs(db: &Path) -> i64 {
     rusqlite::Connection::open(db)
