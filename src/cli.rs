@@ -307,10 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "first conv",
                 "classifier",
             ]);
-            let cfg = models::ModelConfig {
-                num_classes: 1000,
-                in_channels: 3,
-            };
+            let cfg = models::ModelConfig::new(1000, 3);
             for info in models::REGISTRY {
                 let model = models::build(info.name, &cfg, 0, &candle_core::Device::Cpu)?;
                 table.add_row([

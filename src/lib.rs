@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod kernels;
 pub mod metrics;
 pub mod models;
 pub mod prune;

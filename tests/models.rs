@@ -7,10 +7,7 @@ use fer_lab::models::{self, ModelConfig, layers};
 use fer_lab::spec::OptimizerKind;
 use fer_lab::train::optim::{Hyper, Optimizer};
 
-const IMAGENET: ModelConfig = ModelConfig {
-    num_classes: 1000,
-    in_channels: 3,
-};
+const IMAGENET: ModelConfig = ModelConfig::new(1000, 3);
 
 #[test]
 fn parameter_counts_match_torchvision() {
@@ -49,10 +46,7 @@ fn parameter_names_follow_torchvision() {
 
 #[test]
 fn every_backbone_runs_forward_and_backward_on_small_inputs() {
-    let cfg = ModelConfig {
-        num_classes: 7,
-        in_channels: 1,
-    };
+    let cfg = ModelConfig::new(7, 1);
     for info in models::REGISTRY
         .iter()
         .filter(|b| ["resnet10", "resnet18", "resnet50"].contains(&b.name))
@@ -83,10 +77,7 @@ fn every_backbone_runs_forward_and_backward_on_small_inputs() {
 
 #[test]
 fn batch_norm_updates_running_stats_in_training_only() {
-    let cfg = ModelConfig {
-        num_classes: 3,
-        in_channels: 1,
-    };
+    let cfg = ModelConfig::new(3, 1);
     let m = models::build("resnet10", &cfg, 1, &Device::Cpu).unwrap();
     let mean = || {
         m.params.varmap().data().lock().unwrap()["bn1.running_mean"]
@@ -130,10 +121,7 @@ fn batch_norm_updates_running_stats_in_training_only() {
 
 #[test]
 fn initialisation_is_seeded() {
-    let cfg = ModelConfig {
-        num_classes: 7,
-        in_channels: 1,
-    };
+    let cfg = ModelConfig::new(7, 1);
     let weights = |seed| {
         let m = models::build("resnet10", &cfg, seed, &Device::Cpu).unwrap();
         m.params.varmap().data().lock().unwrap()["layer2.0.conv1.weight"]

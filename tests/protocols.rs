@@ -137,18 +137,12 @@ fn folders_protocol_uses_the_given_split() {
 fn pretrained_weights_load_with_a_fresh_head_and_grey_first_conv() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("resnet10.safetensors");
-    let rgb = ModelConfig {
-        num_classes: 1000,
-        in_channels: 3,
-    };
+    let rgb = ModelConfig::new(1000, 3);
     let source = models::build("resnet10", &rgb, 1, &Device::Cpu).unwrap();
     source.params.varmap().save(&file).unwrap();
-    let grey = ModelConfig {
-        num_classes: 7,
-        in_channels: 1,
-    };
+    let grey = ModelConfig::new(7, 1);
     let target = models::build("resnet10", &grey, 2, &Device::Cpu).unwrap();
-    let report = pretrained::load_into(&target.params, &file, "conv1", "fc").unwrap();
+    let report = pretrained::load_into(&target.params, &file, models::info("resnet10").unwrap()).unwrap();
     assert_eq!(report.initialised, ["fc.bias", "fc.weight"]);
     assert_eq!(report.adapted, ["conv1.weight"]);
     assert!(report.skipped.contains(&"fc.weight".to_string()));
@@ -173,15 +167,14 @@ fn pretrained_weights_load_with_a_fresh_head_and_grey_first_conv() {
     assert!((t[0] - (s[0] + s[49] + s[98])).abs() < 1e-6);
 
     let wrong = models::build("resnet18", &grey, 2, &Device::Cpu).unwrap();
-    let err = pretrained::load_into(&wrong.params, &file, "conv1", "fc")
+    let err = pretrained::load_into(&wrong.params, &file, models::info("resnet18").unwrap())
         .unwrap_err()
         .to_string();
     assert!(err.contains("lack") && err.contains("layer1.1."), "{err}");
     let missing = pretrained::load_into(
         &target.params,
         &dir.path().join("none.safetensors"),
-        "conv1",
-        "fc",
+        models::info("resnet10").unwrap(),
     )
     .unwrap_err();
     assert!(

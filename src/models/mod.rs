@@ -4,10 +4,13 @@
 //! Knows nothing of training or storage: a model is built from a
 //! [`ParamBuilder`] and runs `forward_t(x, train)`.
 
+pub mod densenet;
+pub mod efficientnet;
 pub mod layers;
 pub mod params;
 pub mod pretrained;
 pub mod resnet;
+pub mod vgg;
 
 pub use params::{Init, ParamBuilder, ParamStore};
 
@@ -20,6 +23,45 @@ use std::sync::Arc;
 pub struct ModelConfig {
     pub num_classes: usize,
     pub in_channels: usize,
+    /// Dropout and stochastic depth in training (off for parity checks).
+    pub stochastic: bool,
+}
+
+impl ModelConfig {
+    pub const fn new(num_classes: usize, in_channels: usize) -> Self {
+        Self {
+            num_classes,
+            in_channels,
+            stochastic: true,
+        }
+    }
+}
+
+/// What a backbone expects of its input by default (the pretrained
+/// weights' contract): square size and per-channel mean / std on [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputContract {
+    pub size: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// ImageNet at 224 x 224 (torchvision's and timm's weights).
+pub const IMAGENET: InputContract = InputContract {
+    size: 224,
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+};
+
+/// Maps one tensor of a weights file to this backbone's name for it (and
+/// shape, e.g. timm's conv-shaped VGG classifier to a linear weight), or
+/// `None` to skip it. Lets one loader read torchvision, timm and other
+/// layouts.
+pub type Remap = fn(&str, Tensor) -> Result<Option<(String, Tensor)>>;
+
+/// Names unchanged (torchvision's layout is ours).
+pub fn identity_remap(name: &str, t: Tensor) -> Result<Option<(String, Tensor)>> {
+    Ok(Some((name.to_string(), t)))
 }
 
 /// A trainable network: images (N, C, H, W) to logits (N, classes).
@@ -37,6 +79,9 @@ pub struct BackboneInfo {
     /// Name of the first convolution and of the classifier, as in torchvision.
     pub first_conv: &'static str,
     pub classifier: &'static str,
+    pub input: InputContract,
+    /// Other layouts' tensor names to ours.
+    pub remap: Remap,
     build: Builder,
 }
 
@@ -54,6 +99,8 @@ const fn resnet_info(name: &'static str, build: Builder) -> BackboneInfo {
         family: "resnet",
         first_conv: "conv1",
         classifier: "fc",
+        input: IMAGENET,
+        remap: identity_remap,
         build,
     }
 }
@@ -65,6 +112,63 @@ pub static REGISTRY: &[BackboneInfo] = &[
     resnet_info("resnet50", resnet!(BlockKind::Bottleneck, [3, 4, 6, 3])),
     resnet_info("resnet101", resnet!(BlockKind::Bottleneck, [3, 4, 23, 3])),
     resnet_info("resnet152", resnet!(BlockKind::Bottleneck, [3, 8, 36, 3])),
+    BackboneInfo {
+        name: "vgg16",
+        family: "vgg",
+        first_conv: "features.0",
+        classifier: "classifier.6",
+        input: IMAGENET,
+        remap: vgg::remap,
+        build: |pb, cfg| Ok(Box::new(vgg::Vgg::new(pb, cfg, false)?)),
+    },
+    BackboneInfo {
+        name: "vgg16_bn",
+        family: "vgg",
+        first_conv: "features.0",
+        classifier: "classifier.6",
+        input: IMAGENET,
+        remap: vgg::remap,
+        build: |pb, cfg| Ok(Box::new(vgg::Vgg::new(pb, cfg, true)?)),
+    },
+    BackboneInfo {
+        name: "efficientnet_b0",
+        family: "efficientnet",
+        first_conv: efficientnet::FIRST_CONV,
+        classifier: efficientnet::CLASSIFIER,
+        input: IMAGENET,
+        remap: efficientnet::remap,
+        build: |pb, cfg| {
+            Ok(Box::new(efficientnet::EfficientNet::new(
+                pb,
+                cfg,
+                efficientnet::Variant::B0,
+            )?))
+        },
+    },
+    BackboneInfo {
+        name: "efficientnet_lite0",
+        family: "efficientnet",
+        first_conv: efficientnet::FIRST_CONV,
+        classifier: efficientnet::CLASSIFIER,
+        input: IMAGENET,
+        remap: efficientnet::remap,
+        build: |pb, cfg| {
+            Ok(Box::new(efficientnet::EfficientNet::new(
+                pb,
+                cfg,
+                efficientnet::Variant::Lite0,
+            )?))
+        },
+    },
+    BackboneInfo {
+        name: "densenet121",
+        family: "densenet",
+        first_conv: "features.conv0",
+        classifier: "classifier",
+        input: IMAGENET,
+        remap: densenet::remap,
+        build: |pb, cfg| Ok(Box::new(densenet::DenseNet::new(pb, cfg, [6, 12, 24, 16], 32, 64)?)),
+    },
 ];
 
 /// Names of every registered backbone, in registry order.

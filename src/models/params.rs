@@ -27,6 +27,10 @@ pub struct ParamStore {
     varmap: VarMap,
     device: Device,
     rng: Mutex<ChaCha8Rng>,
+    seed: u64,
+    /// Dropout / stochastic-depth masks: a separate stream, reseeded from
+    /// (seed, epoch) at every epoch so a resumed run draws the same masks.
+    noise: Mutex<ChaCha8Rng>,
     /// (name, variable) of trainable parameters, in creation order.
     trainable: Mutex<Vec<(String, Var)>>,
 }
@@ -37,6 +41,8 @@ impl ParamStore {
             varmap: VarMap::new(),
             device: device.clone(),
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            seed,
+            noise: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x6e6f_6973_6500)),
             trainable: Mutex::new(Vec::new()),
         })
     }
@@ -50,6 +56,20 @@ impl ParamStore {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Restarts the noise stream for `epoch` (called by the training loop
+    /// at the start of every epoch).
+    pub fn reseed_noise(&self, epoch: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6e6f_6973_6500);
+        rng.set_stream(epoch + 1);
+        *self.noise.lock().expect("noise lock") = rng;
+    }
+
+    /// `n` uniform draws in [0, 1) from the noise stream.
+    pub fn noise_uniform(&self, n: usize) -> Vec<f32> {
+        let mut rng = self.noise.lock().expect("noise lock");
+        (0..n).map(|_| rng.random::<f32>()).collect()
     }
 
     /// Trainable parameters in creation order (a stable order for optimisers).
@@ -155,5 +175,10 @@ impl ParamBuilder {
 
     pub fn device(&self) -> &Device {
         self.store.device()
+    }
+
+    /// The store behind this builder (for layers that draw noise).
+    pub fn store(&self) -> Arc<ParamStore> {
+        Arc::clone(&self.store)
     }
 }

@@ -5,7 +5,7 @@
 //! channel) takes an RGB first conv summed over its input channels, as timm
 //! adapts it. Every other tensor must be present with the right shape.
 
-use super::ParamStore;
+use super::{BackboneInfo, ParamStore};
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -77,16 +77,40 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
         .collect())
 }
 
-/// Copies the file's tensors into `params`; `classifier` is the head's name
-/// prefix (e.g. `fc`), `first_conv` the first convolution's.
-pub fn load_into(
+/// Copies the file's tensors into `params` of a model built as `info`
+/// (whose `remap` translates other layouts' names, whose `classifier` is
+/// the head's name prefix and `first_conv` the first convolution's).
+pub fn load_into(params: &ParamStore, path: &Path, info: &BackboneInfo) -> anyhow::Result<LoadReport> {
+    let file = read(path)?;
+    load_map(params, file, &path.display().to_string(), info)
+}
+
+/// As [`load_into`], from tensors already read; `source` names them in errors.
+pub fn load_map(
     params: &ParamStore,
-    path: &Path,
-    first_conv: &str,
-    classifier: &str,
+    tensors: HashMap<String, Tensor>,
+    source: &str,
+    info: &BackboneInfo,
 ) -> anyhow::Result<LoadReport> {
-    let mut file = read(path)?;
+    let (first_conv, classifier) = (info.first_conv, info.classifier);
+    let mut file: HashMap<String, Tensor> = HashMap::new();
     let mut report = LoadReport::default();
+    let mut keys: Vec<String> = tensors.keys().cloned().collect();
+    keys.sort();
+    let mut tensors = tensors;
+    for key in keys {
+        let t = tensors.remove(&key).expect("key listed");
+        match (info.remap)(&key, t)
+            .with_context(|| format!("pretrained weights {source}: tensor {key}"))?
+        {
+            Some((name, t)) => {
+                if file.insert(name.clone(), t).is_some() {
+                    bail!("pretrained weights {source}: two tensors map to {name} (one is {key})");
+                }
+            }
+            None => report.skipped.push(key),
+        }
+    }
     let names = params.named();
     let head = format!("{classifier}.");
     let mut missing = Vec::new();
@@ -120,8 +144,7 @@ pub fn load_into(
             t.sum_keepdim(1)?
         } else {
             bail!(
-                "pretrained weights {}: tensor {name} has shape {:?}, the model needs {:?}",
-                path.display(),
+                "pretrained weights {source}: tensor {name} has shape {:?}, the model needs {:?}",
                 t.dims(),
                 want
             );
@@ -132,8 +155,7 @@ pub fn load_into(
     if !missing.is_empty() {
         let shown: Vec<&String> = missing.iter().take(5).collect();
         bail!(
-            "pretrained weights {} lack {} tensor(s) the model needs, e.g. {:?}; is it the same architecture (torchvision/timm names)?",
-            path.display(),
+            "pretrained weights {source} lack {} tensor(s) the model needs, e.g. {:?}; is it the same architecture (torchvision/timm names)?",
             missing.len(),
             shown
         );

@@ -4,12 +4,29 @@
 //! ResNet-10 ([1, 1, 1, 1] basic blocks) is a small member for quick runs.
 
 use super::layers::{
-    batch_norm, conv_bn, conv2d, global_avg_pool, linear, max_pool_3x3_s2_after_relu,
+    BatchNorm2d, ConvOpts, Conv2d, Padding, conv_bn, global_avg_pool, linear,
+    max_pool_3x3_s2_after_relu,
 };
 use super::params::ParamBuilder;
 use super::{Backbone, ModelConfig};
 use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, Conv2d, Linear, Module};
+use candle_nn::{Linear, Module};
+
+/// A bias-free convolution with torchvision's ResNet initialisation.
+fn conv2d(
+    pb: &ParamBuilder,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<Conv2d> {
+    Conv2d::new(pb, cin, cout, k, ConvOpts::new(cout, k, stride, Padding::Sym(padding)))
+}
+
+fn batch_norm(pb: &ParamBuilder, c: usize) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(pb, c)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockKind {
@@ -28,11 +45,11 @@ impl BlockKind {
 
 struct Downsample {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: BatchNorm2d,
 }
 
 struct Block {
-    convs: Vec<(Conv2d, BatchNorm)>,
+    convs: Vec<(Conv2d, BatchNorm2d)>,
     downsample: Option<Downsample>,
 }
 
@@ -88,7 +105,7 @@ impl Block {
 
 pub struct ResNet {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: BatchNorm2d,
     layers: Vec<Vec<Block>>,
     fc: Linear,
 }

@@ -210,18 +210,14 @@ pub fn run(
     options: RunOptions,
 ) -> anyhow::Result<Outcome> {
     let t = &plan.train;
-    let cfg = ModelConfig {
-        num_classes: ds.classes.len(),
-        in_channels: ds.channels,
-    };
+    let cfg = ModelConfig::new(ds.classes.len(), ds.channels);
     let model = models::build(&plan.backbone.name, &cfg, plan.seed, device)?;
     if let Some(path) = &plan.backbone.pretrained {
         let info = models::info(&plan.backbone.name).expect("built above");
         let report = models::pretrained::load_into(
             &model.params,
             std::path::Path::new(path),
-            info.first_conv,
-            info.classifier,
+            info,
         )?;
         sink.note(&format!("pretrained {path}: {}", report.summary()));
     } else {

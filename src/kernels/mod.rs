@@ -1,0 +1,75 @@
+//! The numerical kernels the layers call. Each entry point takes a fast CPU
+//! path (a candle `CustomOp` with its own backward) where one exists and
+//! candle's plain ops everywhere else (CUDA included), so a `cuda` build
+//! always has a correct path. Every fast kernel is tested against the plain
+//! ops on random inputs (tests/kernels.rs).
+
+pub mod batchnorm;
+pub mod conv;
+pub mod depthwise;
+
+use candle_core::{Result, Tensor, Var};
+
+/// Pads (N, C, H, W) with zeros: [top, bottom, left, right].
+pub fn pad4(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
+    let [t, b, l, r] = pads;
+    let x = if t + b > 0 { x.pad_with_zeros(2, t, b)? } else { x.clone() };
+    if l + r > 0 { x.pad_with_zeros(3, l, r) } else { Ok(x) }
+}
+
+/// Dense convolution (groups 1), weight (Cout, Cin, K, K).
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
+    conv::conv2d(x, w, stride, pads)
+}
+
+/// Depthwise convolution (groups = C, one filter per channel), weight (C, 1, K, K).
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
+    depthwise::depthwise_conv2d(x, w, stride, pads)
+}
+
+/// Any other grouped convolution: candle's ops (one conv per group).
+pub fn grouped_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pads: [usize; 4],
+    groups: usize,
+) -> Result<Tensor> {
+    reference_conv2d(x, w, stride, pads, groups)
+}
+
+/// candle's own convolution, with asymmetric padding done by an explicit pad.
+pub fn reference_conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pads: [usize; 4],
+    groups: usize,
+) -> Result<Tensor> {
+    let [t, b, l, r] = pads;
+    if t == b && b == l && l == r {
+        x.conv2d(w, t, stride, 1, groups)
+    } else {
+        pad4(x, pads)?.conv2d(w, 0, stride, 1, groups)
+    }
+}
+
+/// The tensors of one batch-norm layer.
+pub struct BnParams<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub running_mean: &'a Var,
+    pub running_var: &'a Var,
+    pub eps: f64,
+    pub momentum: f64,
+}
+
+/// Batch norm with batch statistics (+ ReLU); moves the running statistics.
+pub fn batch_norm_train(x: &Tensor, p: &BnParams, relu: bool) -> Result<Tensor> {
+    batchnorm::batch_norm_train(x, p, relu)
+}
+
+/// Batch norm with the running statistics (+ ReLU).
+pub fn batch_norm_eval(x: &Tensor, p: &BnParams, relu: bool) -> Result<Tensor> {
+    batchnorm::batch_norm_eval(x, p, relu)
+}
