@@ -90,6 +90,63 @@ pub enum Command {
     },
     /// List the backbones fer-lab can train, with parameter counts.
     Backbones,
+    /// Classify images with a trained model (a fer-lab model file from
+    /// runs/models/, or any weights file with a fitting head).
+    Predict {
+        #[arg(long)]
+        backbone: String,
+        /// safetensors or .pth file, head included.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Number of classes of the head (default: the file's).
+        #[arg(long, conflicts_with = "labels")]
+        classes: Option<usize>,
+        /// Class names in index order, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        labels: Option<Vec<String>>,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Also print the raw logits.
+        #[arg(long)]
+        logits: bool,
+        /// Input side in pixels (default: the model file's, else the backbone's).
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long, value_enum, default_value_t = PredictFormat::Text)]
+        format: PredictFormat,
+        /// Image files.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Pretrained weights.
+    Weights {
+        #[command(subcommand)]
+        command: WeightsCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PredictFormat {
+    Text,
+    /// One JSON object per image, one per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WeightsCommand {
+    /// Download a file (default model.safetensors) of a Hugging Face model
+    /// repository into the cache and print its path; the only command that
+    /// goes online. Fails at once when offline (HF_HUB_OFFLINE=1).
+    Pull {
+        /// Repository id, e.g. timm/resnet101.tv_in1k.
+        repo: String,
+        #[arg(long, default_value = "model.safetensors")]
+        file: String,
+        /// Cache folder (default: $HF_HOME/hub or ~/.cache/huggingface/hub).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +333,52 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Predict {
+            backbone,
+            weights,
+            classes,
+            labels,
+            top,
+            logits,
+            size,
+            format,
+            images,
+        } => {
+            configure_threads(0, 1);
+            let opts = crate::predict::PredictOptions {
+                backbone,
+                weights,
+                classes,
+                labels,
+                top,
+                size,
+            };
+            let device = candle_core::Device::Cpu;
+            let predictor = crate::predict::Predictor::load(&opts, &device)?;
+            let preds = predictor.predict(&images, top, logits)?;
+            match format {
+                PredictFormat::Text => print!("{}", crate::predict::render_text(&preds)),
+                PredictFormat::Json => {
+                    for p in &preds {
+                        println!("{}", serde_json::to_string(p)?);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Weights {
+            command: WeightsCommand::Pull { repo, file, cache },
+        } => {
+            if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+                return Err(UsageError(format!(
+                    "weights pull: expected a repository id like timm/resnet101.tv_in1k, got {repo:?}"
+                ))
+                .into());
+            }
+            let path = crate::hub::pull(&repo, &file, cache)?;
+            println!("{}", path.display());
+            Ok(())
+        }
         Command::Data {
             command:
                 DataCommand::Synth {
@@ -304,6 +407,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "backbone",
                 "family",
                 "parameters (1000 classes)",
+                "input",
                 "first conv",
                 "classifier",
             ]);
@@ -314,6 +418,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     info.name.to_string(),
                     info.family.to_string(),
                     model.params.count().to_string(),
+                    format!(
+                        "{0}x{0}, mean {1:?}, std {2:?}",
+                        info.input.size, info.input.mean, info.input.std
+                    ),
                     info.first_conv.into(),
                     info.classifier.into(),
                 ]);

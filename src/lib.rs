@@ -6,9 +6,11 @@
 
 pub mod cli;
 pub mod data;
+pub mod hub;
 pub mod kernels;
 pub mod metrics;
 pub mod models;
+pub mod predict;
 pub mod prune;
 pub mod report;
 pub mod sched;

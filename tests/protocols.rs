@@ -142,7 +142,8 @@ fn pretrained_weights_load_with_a_fresh_head_and_grey_first_conv() {
     source.params.varmap().save(&file).unwrap();
     let grey = ModelConfig::new(7, 1);
     let target = models::build("resnet10", &grey, 2, &Device::Cpu).unwrap();
-    let report = pretrained::load_into(&target.params, &file, models::info("resnet10").unwrap()).unwrap();
+    let report =
+        pretrained::load_into(&target.params, &file, models::info("resnet10").unwrap()).unwrap();
     assert_eq!(report.initialised, ["fc.bias", "fc.weight"]);
     assert_eq!(report.adapted, ["conv1.weight"]);
     assert!(report.skipped.contains(&"fc.weight".to_string()));

@@ -13,8 +13,16 @@ use candle_core::{Result, Tensor, Var};
 /// Pads (N, C, H, W) with zeros: [top, bottom, left, right].
 pub fn pad4(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
     let [t, b, l, r] = pads;
-    let x = if t + b > 0 { x.pad_with_zeros(2, t, b)? } else { x.clone() };
-    if l + r > 0 { x.pad_with_zeros(3, l, r) } else { Ok(x) }
+    let x = if t + b > 0 {
+        x.pad_with_zeros(2, t, b)?
+    } else {
+        x.clone()
+    };
+    if l + r > 0 {
+        x.pad_with_zeros(3, l, r)
+    } else {
+        Ok(x)
+    }
 }
 
 /// Dense convolution (groups 1), weight (Cout, Cin, K, K).

@@ -83,9 +83,18 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(pb: &ParamBuilder, cin: usize, cout: usize, k: usize, opts: ConvOpts) -> Result<Self> {
+    pub fn new(
+        pb: &ParamBuilder,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        opts: ConvOpts,
+    ) -> Result<Self> {
         if cin % opts.groups != 0 || cout % opts.groups != 0 {
-            candle_core::bail!("conv {cin}->{cout} cannot be split into {} groups", opts.groups);
+            candle_core::bail!(
+                "conv {cin}->{cout} cannot be split into {} groups",
+                opts.groups
+            );
         }
         let weight = pb.param(&[cout, cin / opts.groups, k, k], "weight", opts.init)?;
         let bias = if opts.bias {
@@ -184,7 +193,13 @@ impl BatchNorm2d {
 /// A linear layer with PyTorch's default initialisation (uniform, 1/sqrt(fan_in)).
 pub fn linear(pb: &ParamBuilder, fan_in: usize, fan_out: usize) -> Result<Linear> {
     let bound = 1.0 / (fan_in as f32).sqrt();
-    linear_init(pb, fan_in, fan_out, Init::Uniform(bound), Init::Uniform(bound))
+    linear_init(
+        pb,
+        fan_in,
+        fan_out,
+        Init::Uniform(bound),
+        Init::Uniform(bound),
+    )
 }
 
 /// A linear layer with the given weight and bias initialisation.

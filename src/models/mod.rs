@@ -167,7 +167,15 @@ pub static REGISTRY: &[BackboneInfo] = &[
         classifier: "classifier",
         input: IMAGENET,
         remap: densenet::remap,
-        build: |pb, cfg| Ok(Box::new(densenet::DenseNet::new(pb, cfg, [6, 12, 24, 16], 32, 64)?)),
+        build: |pb, cfg| {
+            Ok(Box::new(densenet::DenseNet::new(
+                pb,
+                cfg,
+                [6, 12, 24, 16],
+                32,
+                64,
+            )?))
+        },
     },
 ];
 

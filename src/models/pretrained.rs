@@ -80,7 +80,11 @@ pub fn read(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
 /// Copies the file's tensors into `params` of a model built as `info`
 /// (whose `remap` translates other layouts' names, whose `classifier` is
 /// the head's name prefix and `first_conv` the first convolution's).
-pub fn load_into(params: &ParamStore, path: &Path, info: &BackboneInfo) -> anyhow::Result<LoadReport> {
+pub fn load_into(
+    params: &ParamStore,
+    path: &Path,
+    info: &BackboneInfo,
+) -> anyhow::Result<LoadReport> {
     let file = read(path)?;
     load_map(params, file, &path.display().to_string(), info)
 }
@@ -164,4 +168,74 @@ pub fn load_map(
     rest.sort();
     report.skipped.extend(rest);
     Ok(report)
+}
+
+/// What a saved fer-lab model needs to be used again (stored as JSON under
+/// the safetensors header's `fer_lab` metadata key).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelMeta {
+    pub backbone: String,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    pub in_channels: usize,
+    pub image_size: usize,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// Epoch whose weights these are, and its validation accuracy.
+    pub epoch: Option<usize>,
+    pub val_acc: Option<f64>,
+    /// The trial's plan key.
+    pub trial_key: Option<String>,
+}
+
+const META_KEY: &str = "fer_lab";
+
+/// Writes every parameter and buffer of `params` to `path` (safetensors,
+/// written to a temporary file and renamed, so a crash leaves no half file).
+pub fn save_model(params: &ParamStore, meta: &ModelMeta, path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let tensors: Vec<(String, Tensor)> = params
+        .named()
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.as_tensor().to_device(&Device::Cpu)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let info = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(tensors, Some(info), &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The fer-lab metadata of a safetensors file, if it has any.
+pub fn read_meta(path: &Path) -> anyhow::Result<Option<ModelMeta>> {
+    use std::io::Read;
+    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Ok(None);
+    }
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        bail!(
+            "{} is not a safetensors file (header of {len} bytes)",
+            path.display()
+        );
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)
+        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: unreadable safetensors header", path.display()))?;
+    match header["__metadata__"][META_KEY].as_str() {
+        Some(text) => Ok(Some(serde_json::from_str(text).with_context(|| {
+            format!("{}: unreadable fer_lab metadata", path.display())
+        })?)),
+        None => Ok(None),
+    }
 }

@@ -4,7 +4,7 @@
 //! ResNet-10 ([1, 1, 1, 1] basic blocks) is a small member for quick runs.
 
 use super::layers::{
-    BatchNorm2d, ConvOpts, Conv2d, Padding, conv_bn, global_avg_pool, linear,
+    BatchNorm2d, Conv2d, ConvOpts, Padding, conv_bn, global_avg_pool, linear,
     max_pool_3x3_s2_after_relu,
 };
 use super::params::ParamBuilder;
@@ -21,7 +21,13 @@ fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Conv2d> {
-    Conv2d::new(pb, cin, cout, k, ConvOpts::new(cout, k, stride, Padding::Sym(padding)))
+    Conv2d::new(
+        pb,
+        cin,
+        cout,
+        k,
+        ConvOpts::new(cout, k, stride, Padding::Sym(padding)),
+    )
 }
 
 fn batch_norm(pb: &ParamBuilder, c: usize) -> Result<BatchNorm2d> {

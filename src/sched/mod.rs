@@ -59,6 +59,14 @@ pub fn trial_dir(db: &Path, key: &str) -> PathBuf {
         .join(&key[..16])
 }
 
+/// Where a finished trial's best weights are kept (`scheduler.save_models`).
+pub fn model_path(db: &Path, key: &str) -> PathBuf {
+    db.parent()
+        .unwrap_or(Path::new("."))
+        .join("models")
+        .join(format!("{}.safetensors", &key[..16]))
+}
+
 /// Options of one `sweep` invocation.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SweepOptions {

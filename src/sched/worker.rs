@@ -73,6 +73,10 @@ pub(super) fn run_trial(
     };
     let options = RunOptions {
         checkpoint_dir: Some(dir.clone()),
+        model_out: shared
+            .scheduler
+            .save_models
+            .then(|| super::model_path(shared.db, &plan.key())),
         ..RunOptions::default()
     };
     let result = train::run(

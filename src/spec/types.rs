@@ -204,6 +204,39 @@ pub struct BackboneSpec {
     /// names); the classifier is replaced by a fresh head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
+    /// `"none"` (default), `"backbone"` (train only the classifier) or
+    /// `"until:<layer>"` (freeze every parameter created before the first
+    /// one under `<layer>`, e.g. `"until:layer3"`). Batch-norm running
+    /// statistics of frozen layers still adapt in training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze: Option<String>,
+    /// Learning rate of the classifier (default: `train.lr`); follows the
+    /// same schedule, scaled by `head_lr / lr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_lr: Option<f64>,
+}
+
+/// What `backbone.freeze` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freeze {
+    None,
+    Backbone,
+    Until(String),
+}
+
+impl Freeze {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Freeze::None),
+            "backbone" => Ok(Freeze::Backbone),
+            _ => match s.strip_prefix("until:") {
+                Some(layer) if !layer.trim().is_empty() => Ok(Freeze::Until(layer.to_string())),
+                _ => Err(format!(
+                    "backbone.freeze must be \"none\", \"backbone\" or \"until:<layer>\" (e.g. \"until:layer3\"), got {s:?}"
+                )),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -232,6 +265,9 @@ pub enum Strategy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
+    /// Keep each finished trial's best-epoch weights as
+    /// `models/<key16>.safetensors` beside the database (for `predict`).
+    pub save_models: bool,
     /// `"auto"`, `"cpu"` or a list such as `["cuda:0"]`.
     pub devices: Devices,
     /// CPU threads for training, shared by the CPU slots; 0 means all cores.
@@ -267,6 +303,7 @@ impl Default for SchedulerConfig {
             min_trials: 3,
             reduction_factor: 3,
             min_epochs: 1,
+            save_models: true,
         }
     }
 }

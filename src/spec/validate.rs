@@ -271,6 +271,19 @@ fn validate_backbones(spec: &Spec, out: &mut Problems) {
                 "backbone.pretrained must name a weights file (.safetensors or .pth)".into(),
             ));
         }
+        if let Some(f) = &b.freeze
+            && let Err(msg) = Freeze::parse(f)
+        {
+            out.push((at("freeze"), msg));
+        }
+        if let Some(lr) = b.head_lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            out.push((
+                at("head_lr"),
+                format!("backbone.head_lr must be a positive learning rate, got {lr}"),
+            ));
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::data::batch::{Augmentation, Normalizer, epoch_batches, make_batch, or
 use crate::data::split::TrialSplit;
 use crate::metrics::Confusion;
 use crate::models::{self, ModelConfig};
-use crate::spec::{Augment, TrainConfig, TrialPlan};
+use crate::spec::{Augment, Freeze, TrainConfig, TrialPlan};
 use candle_core::{D, DType, Device, Tensor};
 use optim::{Hyper, Optimizer};
 use rand::SeedableRng;
@@ -118,6 +118,7 @@ impl Snapshot {
 /// Every tensor a checkpoint holds: `param/*`, `m/*`, `v/*`, `best/*`.
 fn checkpoint_tensors(
     model: &models::Model,
+    trained: &[String],
     optimizer: &Optimizer,
     snapshot: Option<&Snapshot>,
 ) -> candle_core::Result<std::collections::HashMap<String, Tensor>> {
@@ -126,7 +127,7 @@ fn checkpoint_tensors(
     for (name, var) in model.params.named() {
         out.insert(format!("param/{name}"), var.as_tensor().to_device(&cpu)?);
     }
-    for ((name, _), (m, v)) in model.params.trainable().iter().zip(optimizer.moments()?) {
+    for (name, (m, v)) in trained.iter().zip(optimizer.moments()?) {
         out.insert(format!("m/{name}"), m);
         out.insert(format!("v/{name}"), v);
     }
@@ -142,6 +143,7 @@ fn checkpoint_tensors(
 /// the best-epoch snapshot if the checkpoint has one.
 fn restore_checkpoint(
     model: &models::Model,
+    trained: &[String],
     optimizer: &mut Optimizer,
     ck: &checkpoint::Checkpoint,
 ) -> anyhow::Result<Option<Snapshot>> {
@@ -154,11 +156,9 @@ fn restore_checkpoint(
     for (name, var) in &vars {
         var.set(&get(format!("param/{name}"))?.to_device(var.device())?)?;
     }
-    let moments = model
-        .params
-        .trainable()
+    let moments = trained
         .iter()
-        .map(|(name, _)| {
+        .map(|name| {
             Ok((
                 get(format!("m/{name}"))?.clone(),
                 get(format!("v/{name}"))?.clone(),
@@ -189,6 +189,8 @@ pub struct RunOptions {
     pub fused_optimizer: bool,
     /// Where to keep per-epoch checkpoints and resume from (none: no checkpoints).
     pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// Where to save the best epoch's weights when the trial ends.
+    pub model_out: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -196,6 +198,7 @@ impl Default for RunOptions {
         Self {
             fused_optimizer: true,
             checkpoint_dir: None,
+            model_out: None,
         }
     }
 }
@@ -214,22 +217,37 @@ pub fn run(
     let model = models::build(&plan.backbone.name, &cfg, plan.seed, device)?;
     if let Some(path) = &plan.backbone.pretrained {
         let info = models::info(&plan.backbone.name).expect("built above");
-        let report = models::pretrained::load_into(
-            &model.params,
-            std::path::Path::new(path),
-            info,
-        )?;
+        let report =
+            models::pretrained::load_into(&model.params, std::path::Path::new(path), info)?;
         sink.note(&format!("pretrained {path}: {}", report.summary()));
     } else {
         sink.note("no pretrained weights: training from scratch");
     }
-    let vars = model
-        .params
-        .trainable()
-        .into_iter()
-        .map(|(_, v)| v)
+    let info = models::info(&plan.backbone.name).expect("built above");
+    let trained = trained_parameters(&model, info, &plan.backbone)?;
+    let frozen = model.params.trainable().len() - trained.len();
+    if frozen > 0 {
+        sink.note(&format!(
+            "freeze {}: {frozen} parameter tensors frozen, {} trained",
+            plan.backbone.freeze.as_deref().unwrap_or("none"),
+            trained.len()
+        ));
+    }
+    let head = format!("{}.", info.classifier);
+    let scales: Vec<f32> = trained
+        .iter()
+        .map(|(name, _)| match plan.backbone.head_lr {
+            Some(h) if name.starts_with(&head) => (h / t.lr) as f32,
+            _ => 1.0,
+        })
         .collect();
-    let mut optimizer = Optimizer::new(vars, hyper(t), options.fused_optimizer)?;
+    let trained_names: Vec<String> = trained.iter().map(|(n, _)| n.clone()).collect();
+    let mut optimizer = Optimizer::new(
+        trained.into_iter().map(|(_, v)| v).collect(),
+        hyper(t),
+        options.fused_optimizer,
+    )?;
+    optimizer.set_lr_scales(scales)?;
     let norm = Normalizer {
         mean: plan.data.mean.iter().map(|&x| x as f32).collect(),
         std: plan.data.std.iter().map(|&x| x as f32).collect(),
@@ -253,7 +271,7 @@ pub fn run(
     if let Some(dir) = &options.checkpoint_dir
         && let Some(ck) = checkpoint::load(dir, &key)?
     {
-        snapshot = restore_checkpoint(&model, &mut optimizer, &ck)?;
+        snapshot = restore_checkpoint(&model, &trained_names, &mut optimizer, &ck)?;
         rng = ck.manifest.rng()?;
         best = ck.manifest.best.clone();
         best_val = ck.manifest.best_val();
@@ -263,21 +281,39 @@ pub fn run(
             dir.display()
         ));
     }
-    let finish = |ending,
+    let finish = |ending: Ending,
                   epochs_run,
-                  best,
+                  best: Option<EpochRecord>,
                   best_val,
                   snapshot: Option<Snapshot>|
      -> anyhow::Result<Outcome> {
-        let test = match (&split.test, snapshot) {
-            (Some(test), Some(snap)) => {
-                snap.restore()?;
+        if let Some(snap) = &snapshot {
+            snap.restore()?;
+        }
+        let test = match &split.test {
+            Some(test) if snapshot.is_some() => {
                 let (loss, confusion) =
                     evaluate(&model, ds, test, &norm, t.eval_batch_size, device)?;
                 Some(Score::new(loss, confusion))
             }
             _ => None,
         };
+        if let (Some(path), Some(b)) = (&options.model_out, &best)
+            && ending != Ending::Diverged
+        {
+            let meta = models::pretrained::ModelMeta {
+                backbone: plan.backbone.name.clone(),
+                classes: ds.classes.clone(),
+                in_channels: ds.channels,
+                image_size: plan.data.image_size,
+                mean: plan.data.mean.clone(),
+                std: plan.data.std.clone(),
+                epoch: Some(b.epoch),
+                val_acc: Some(b.val_acc),
+                trial_key: Some(key.clone()),
+            };
+            models::pretrained::save_model(&model.params, &meta, path)?;
+        }
         Ok(Outcome {
             ending,
             epochs_run,
@@ -287,6 +323,7 @@ pub fn run(
         })
     };
     for epoch in start_epoch..t.epochs {
+        model.params.reseed_noise(epoch as u64);
         let started = Instant::now();
         let lr = schedule::lr_at(t, epoch);
         let batches = epoch_batches(&split.train, t.batch_size, &mut rng);
@@ -327,7 +364,7 @@ pub fn run(
         if best.as_ref().is_none_or(|b| record.val_acc > b.val_acc) {
             best = Some(record.clone());
             best_val = Some(Score::new(val_loss, val));
-            if split.test.is_some() {
+            if split.test.is_some() || options.model_out.is_some() {
                 snapshot = Some(Snapshot::take(&model)?);
             }
         }
@@ -349,7 +386,7 @@ pub fn run(
             checkpoint::save(
                 dir,
                 manifest,
-                &checkpoint_tensors(&model, &optimizer, snapshot.as_ref())?,
+                &checkpoint_tensors(&model, &trained_names, &optimizer, snapshot.as_ref())?,
             )?;
         }
         if control == Control::Stop {
@@ -357,6 +394,48 @@ pub fn run(
         }
     }
     finish(Ending::Completed, t.epochs, best, best_val, snapshot)
+}
+
+/// The parameters the optimiser updates, in creation order, after
+/// `backbone.freeze`; an `until:` layer that names nothing is an error
+/// listing the model's top-level modules.
+pub fn trained_parameters(
+    model: &models::Model,
+    info: &models::BackboneInfo,
+    spec: &crate::spec::BackboneSpec,
+) -> anyhow::Result<Vec<(String, candle_core::Var)>> {
+    let all = model.params.trainable();
+    let freeze = match &spec.freeze {
+        Some(f) => Freeze::parse(f).map_err(|e| anyhow::anyhow!(e))?,
+        None => Freeze::None,
+    };
+    let head = format!("{}.", info.classifier);
+    Ok(match freeze {
+        Freeze::None => all,
+        Freeze::Backbone => all
+            .into_iter()
+            .filter(|(n, _)| n.starts_with(&head))
+            .collect(),
+        Freeze::Until(layer) => {
+            let prefix = format!("{layer}.");
+            let Some(first) = all.iter().position(|(n, _)| n.starts_with(&prefix)) else {
+                let mut tops: Vec<String> = Vec::new();
+                for (n, _) in &all {
+                    let parts: Vec<&str> = n.split('.').collect();
+                    let top = parts[..parts.len().saturating_sub(1).clamp(1, 2)].join(".");
+                    if !tops.contains(&top) {
+                        tops.push(top);
+                    }
+                }
+                anyhow::bail!(
+                    "backbone.freeze = \"until:{layer}\": {} has no layer {layer:?}; its layers: {}",
+                    info.name,
+                    tops.join(", ")
+                );
+            };
+            all.into_iter().skip(first).collect()
+        }
+    })
 }
 
 fn hyper(t: &TrainConfig) -> Hyper {

@@ -29,13 +29,15 @@ enum State {
 pub struct Optimizer {
     hyper: Hyper,
     params: Vec<(Var, State)>,
+    /// Per-parameter learning-rate factor (1 unless a head rate is set).
+    scales: Vec<f32>,
     step: u64,
 }
 
 impl Optimizer {
     /// `fused`: use the in-place CPU kernel where the parameters live on the CPU.
     pub fn new(params: Vec<Var>, hyper: Hyper, fused: bool) -> Result<Self> {
-        let params = params
+        let params: Vec<(Var, State)> = params
             .into_iter()
             .map(|v| {
                 let state = if fused && v.device().is_cpu() {
@@ -46,11 +48,26 @@ impl Optimizer {
                 Ok((v, state))
             })
             .collect::<Result<_>>()?;
+        let scales = vec![1.0; params.len()];
         Ok(Self {
             hyper,
             params,
+            scales,
             step: 0,
         })
+    }
+
+    /// Sets each parameter's learning-rate factor, in parameter order.
+    pub fn set_lr_scales(&mut self, scales: Vec<f32>) -> Result<()> {
+        if scales.len() != self.params.len() {
+            candle_core::bail!(
+                "{} learning-rate factors for {} parameters",
+                scales.len(),
+                self.params.len()
+            );
+        }
+        self.scales = scales;
+        Ok(())
     }
 
     /// The moments of every parameter, in parameter order, as CPU tensors.
@@ -115,9 +132,13 @@ impl Optimizer {
             bias1: (1.0 - h.beta1.powi(t)) as f32,
             bias2: (1.0 - h.beta2.powi(t)) as f32,
         };
-        for (var, state) in &mut self.params {
+        for ((var, state), &scale) in self.params.iter_mut().zip(&self.scales) {
             let Some(grad) = grads.get(var.as_tensor()) else {
                 continue;
+            };
+            let coef = Coefficients {
+                lr: coef.lr * scale,
+                ..coef
             };
             match state {
                 State::Host(m, v) => {
