@@ -119,6 +119,27 @@ pub enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Time the training step and evaluation of backbones on a fixed random
+    /// batch (the same settings as bench/vs_pytorch.py uses for PyTorch).
+    Bench {
+        /// A backbone name, or "all" (the six the product ships: resnet18,
+        /// resnet50, resnet101, vgg16, efficientnet_b0, densenet121).
+        #[arg(long, default_value = "all")]
+        backbone: String,
+        #[arg(long, default_value_t = 48)]
+        size: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// CPU threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed steps after 3 warm-up steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// One JSON object per backbone, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pretrained weights.
     Weights {
         #[command(subcommand)]
@@ -363,6 +384,67 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string(p)?);
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Bench {
+            backbone,
+            size,
+            batch,
+            threads,
+            steps,
+            json,
+        } => {
+            configure_threads(threads.unwrap_or(0), 1);
+            let names: Vec<String> = if backbone == "all" {
+                crate::bench::DEFAULT_SET
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                backbone.split(',').map(str::to_string).collect()
+            };
+            for n in &names {
+                if models::info(n).is_none() {
+                    return Err(UsageError(format!(
+                        "unknown backbone {n:?}, expected \"all\" or one of: {}",
+                        models::names().join(", ")
+                    ))
+                    .into());
+                }
+            }
+            if steps == 0 || batch == 0 || size < 32 {
+                return Err(UsageError(format!(
+                    "--steps and --batch must be >= 1 and --size >= 32, got {steps}, {batch}, {size}"
+                ))
+                .into());
+            }
+            let device = candle_core::Device::Cpu;
+            let opts = crate::bench::BenchOptions {
+                size,
+                batch,
+                steps,
+                ..Default::default()
+            };
+            let matmul = crate::bench::matmul_gflops(1024, &device)?;
+            let mut rows = Vec::new();
+            for n in &names {
+                let row = crate::bench::bench_backbone(n, &opts, &device)?;
+                if json {
+                    let mut v = serde_json::to_value(&row)?;
+                    v["matmul_gflops"] = serde_json::json!(matmul);
+                    println!("{v}");
+                } else {
+                    eprintln!("{n}: {:.1} train img/s", row.train_images_per_sec);
+                }
+                rows.push(row);
+            }
+            if !json {
+                println!("{}", crate::bench::render(&rows, matmul));
+                println!(
+                    "threads: {}; batch {batch}; {size}x{size}x3; median of {steps} steps after 3 warm-ups",
+                    rayon::current_num_threads()
+                );
             }
             Ok(())
         }

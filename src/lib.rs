@@ -4,6 +4,7 @@
 //! over `models` and `data`, scored by `metrics`) -> `store` (SQLite) ->
 //! `report` (leaderboards). `cli` turns arguments into these calls.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod hub;

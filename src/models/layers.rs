@@ -72,6 +72,32 @@ pub fn kaiming_fan_in(cin_per_group: usize, k: usize) -> Init {
     Init::Normal((2.0 / (cin_per_group * k * k) as f32).sqrt())
 }
 
+/// Counts the multiply-add FLOPs of convolutions while enabled (for
+/// `fer-lab bench`'s achieved GFLOP/s); costs one relaxed load otherwise.
+pub mod flops {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+
+    pub fn counting() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    pub fn add(n: usize) {
+        COUNT.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Runs `f` with counting on; returns its result and the FLOPs counted.
+    pub fn count<T>(f: impl FnOnce() -> T) -> (T, u64) {
+        COUNT.store(0, Ordering::Relaxed);
+        ON.store(true, Ordering::Relaxed);
+        let out = f();
+        ON.store(false, Ordering::Relaxed);
+        (out, COUNT.swap(0, Ordering::Relaxed))
+    }
+}
+
 /// A 2-D convolution: weight `[cout, cin / groups, k, k]` (+ bias `[cout]`).
 pub struct Conv2d {
     weight: Tensor,
@@ -117,9 +143,14 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, cin, h, w) = x.dims4()?;
+        let (n, cin, h, w) = x.dims4()?;
         let pads = self.padding.resolve(h, w, self.k, self.stride);
         let cout = self.weight.dim(0)?;
+        if flops::counting() {
+            let ho = (h + pads[0] + pads[1] - self.k) / self.stride + 1;
+            let wo = (w + pads[2] + pads[3] - self.k) / self.stride + 1;
+            flops::add(2 * n * cout * (cin / self.groups) * self.k * self.k * ho * wo);
+        }
         let y = if self.groups == 1 {
             kernels::conv2d(x, &self.weight, self.stride, pads)?
         } else if self.groups == cin && cout == cin {
