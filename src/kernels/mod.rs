@@ -9,6 +9,14 @@ pub mod conv;
 pub mod depthwise;
 
 use candle_core::{Result, Tensor, Var};
+use std::sync::OnceLock;
+
+/// False when `FER_LAB_PLAIN_KERNELS=1`: every layer then runs candle's
+/// plain ops, to check (or time) the fast path against them end to end.
+pub fn fast() -> bool {
+    static FAST: OnceLock<bool> = OnceLock::new();
+    *FAST.get_or_init(|| !std::env::var("FER_LAB_PLAIN_KERNELS").is_ok_and(|v| v.trim() == "1"))
+}
 
 /// Pads (N, C, H, W) with zeros: [top, bottom, left, right].
 pub fn pad4(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
@@ -27,12 +35,20 @@ pub fn pad4(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
 
 /// Dense convolution (groups 1), weight (Cout, Cin, K, K).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
-    conv::conv2d(x, w, stride, pads)
+    if fast() {
+        conv::conv2d(x, w, stride, pads)
+    } else {
+        reference_conv2d(x, w, stride, pads, 1)
+    }
 }
 
 /// Depthwise convolution (groups = C, one filter per channel), weight (C, 1, K, K).
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
-    depthwise::depthwise_conv2d(x, w, stride, pads)
+    if fast() {
+        depthwise::depthwise_conv2d(x, w, stride, pads)
+    } else {
+        reference_conv2d(x, w, stride, pads, x.dim(1)?)
+    }
 }
 
 /// Any other grouped convolution: candle's ops (one conv per group).
@@ -74,10 +90,18 @@ pub struct BnParams<'a> {
 
 /// Batch norm with batch statistics (+ ReLU); moves the running statistics.
 pub fn batch_norm_train(x: &Tensor, p: &BnParams, relu: bool) -> Result<Tensor> {
-    batchnorm::batch_norm_train(x, p, relu)
+    if fast() {
+        batchnorm::batch_norm_train(x, p, relu)
+    } else {
+        batchnorm::reference_train(x, p, relu)
+    }
 }
 
 /// Batch norm with the running statistics (+ ReLU).
 pub fn batch_norm_eval(x: &Tensor, p: &BnParams, relu: bool) -> Result<Tensor> {
-    batchnorm::batch_norm_eval(x, p, relu)
+    if fast() {
+        batchnorm::batch_norm_eval(x, p, relu)
+    } else {
+        batchnorm::reference_eval(x, p, relu)
+    }
 }

@@ -116,7 +116,7 @@ impl Conv2d {
         k: usize,
         opts: ConvOpts,
     ) -> Result<Self> {
-        if cin % opts.groups != 0 || cout % opts.groups != 0 {
+        if !cin.is_multiple_of(opts.groups) || !cout.is_multiple_of(opts.groups) {
             candle_core::bail!(
                 "conv {cin}->{cout} cannot be split into {} groups",
                 opts.groups
