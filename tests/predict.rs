@@ -360,3 +360,28 @@ fn freeze_until_and_head_lr() {
     assert!(diff("layer1.0.conv1.weight") < 1e-6);
     assert!(diff("fc.weight") > 1e-3, "{}", diff("fc.weight"));
 }
+
+#[test]
+fn a_missing_pretrained_file_stops_the_sweep_before_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    common::faces(dir.path(), 3, 32, 1);
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "[experiment]\nname = \"s\"\n[data]\nroot = \"faces\"\nimage_size = 32\n\
+         [[backbone]]\nname = \"resnet10\"\npretrained = \"nowhere.safetensors\"\n",
+    )
+    .unwrap();
+    let out = fer_lab(dir.path())
+        .args(["sweep", "s.toml", "--db", "runs/s.sqlite"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("pretrained weights nowhere.safetensors not found"),
+        "{out}"
+    );
+    assert!(!dir.path().join("runs/s.sqlite").exists());
+}

@@ -85,7 +85,18 @@ pub fn run_sweep(
     let spec = &loaded.spec;
     let plans = spec::expand(spec);
     let slots = devices::resolve(&spec.scheduler, options.threads.max(1))?;
-    // Data and splits first: a bad data root writes nothing to the database.
+    // Inputs first: a missing weights file or bad data root writes nothing.
+    for b in &spec.backbones {
+        if let Some(p) = &b.pretrained
+            && !Path::new(p).is_file()
+        {
+            return Err(crate::cli::UsageError(format!(
+                "backbone {}: pretrained weights {p} not found (relative paths are from the current folder)",
+                b.name
+            ))
+            .into());
+        }
+    }
     let data = prepare_data(&plans[0])?;
     let splits: Vec<(TrialSplit, Option<serde_json::Value>)> = plans
         .iter()
