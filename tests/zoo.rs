@@ -5,13 +5,15 @@ mod common;
 
 use common::{faces, fer_lab};
 
-const FAMILIES: [&str; 6] = [
+/// One member of each family (plain VGG-16 differs from VGG-16-BN only by
+/// its batch norms; tests/parity.rs covers it, and 138 M parameters are
+/// slow to train and save twice).
+const FAMILIES: [&str; 5] = [
     "resnet18",
     "vgg16_bn",
     "densenet121",
     "efficientnet_b0",
     "efficientnet_lite0",
-    "vgg16",
 ];
 
 #[test]
