@@ -136,7 +136,8 @@ fn matches_grouped_conv_forward_and_backward() {
 }
 
 /// Paddings wider than the kernel reach, a stride that drops the last
-/// rows and columns, a 1-wide input and a kernel as big as the input.
+/// rows and columns, a stride wider than the kernel, a 1-wide input, a
+/// kernel as big as the input and kernel sizes other than 3 and 5.
 #[test]
 fn matches_grouped_conv_at_the_edges() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -145,6 +146,10 @@ fn matches_grouped_conv_at_the_edges() {
     check(&mut rng, [1, 4, 9, 1], 3, 2, [1, 1, 1, 1]);
     check(&mut rng, [2, 2, 5, 5], 5, 1, [0, 0, 0, 0]);
     check(&mut rng, [2, 2, 7, 10], 3, 2, [0, 1, 2, 0]);
+    check(&mut rng, [2, 3, 9, 9], 2, 3, [0, 1, 0, 1]);
+    check(&mut rng, [2, 3, 9, 9], 2, 1, [0, 1, 0, 1]);
+    check(&mut rng, [1, 2, 12, 11], 7, 2, [3, 3, 3, 3]);
+    check(&mut rng, [3, 2, 6, 5], 1, 2, [0, 0, 0, 0]);
 }
 
 /// The EfficientNet sizes the kernel exists for (stride 1 and TF-same stride 2).
