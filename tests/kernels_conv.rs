@@ -190,6 +190,34 @@ fn matches_reference_on_large_maps() {
     }
 }
 
+/// Late-stage shapes: more output channels than batch pixels (the GEMM
+/// output stays channel-major), and a pointwise conv on a small map (its
+/// images batched through im2col).
+#[test]
+fn matches_reference_on_small_maps() {
+    let cases = [
+        (3, 8, 17, 4, 4, 3, 1, [0; 4]),
+        (3, 8, 32, 4, 4, 3, 2, [1; 4]),
+        (3, 17, 8, 5, 5, 1, 1, [0; 4]),
+        (1, 3, 17, 2, 2, 3, 1, [1; 4]),
+    ];
+    for (i, (n, cin, cout, h, w, k, stride, pads)) in cases.into_iter().enumerate() {
+        check(
+            Case {
+                n,
+                cin,
+                cout,
+                h,
+                w,
+                k,
+                stride,
+                pads,
+            },
+            200 + i as u64,
+        );
+    }
+}
+
 /// A batch is split into chunks once its column matrix passes the bound
 /// (2^23 floats): 17·9 rows × 200 pixels per image gives chunks of 274
 /// images, so 300 images make a full and a partial chunk.
@@ -258,6 +286,22 @@ fn non_contiguous_input() {
     assert!(rel_err(&y, &y_ref) < 1e-4);
 }
 
+/// Other dtypes take candle's own convolution (the f32 kernel is CPU-only
+/// and f32-only): an f64 input gives the f32 result to f32 precision.
+#[test]
+fn other_dtypes_fall_back() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = random(&mut rng, &[2, 3, 6, 5]);
+    let w = random(&mut rng, &[4, 3, 3, 3]);
+    let y = conv2d(&x, &w, 1, [1, 0, 1, 0]).unwrap();
+    let x64 = x.to_dtype(candle_core::DType::F64).unwrap();
+    let w64 = w.to_dtype(candle_core::DType::F64).unwrap();
+    let y64 = conv2d(&x64, &w64, 1, [1, 0, 1, 0]).unwrap();
+    assert_eq!(y64.dtype(), candle_core::DType::F64);
+    let y64 = y64.to_dtype(candle_core::DType::F32).unwrap();
+    assert!(rel_err(&y, &y64) < 1e-5);
+}
+
 #[test]
 fn rejects_mismatched_shapes() {
     let x = Tensor::zeros((1, 3, 5, 5), candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -265,4 +309,7 @@ fn rejects_mismatched_shapes() {
     assert!(conv2d(&x, &w, 1, [1; 4]).is_err());
     let w = Tensor::zeros((2, 3, 7, 7), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(conv2d(&x, &w, 1, [0; 4]).is_err());
+    let w = Tensor::zeros((2, 3, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(conv2d(&x, &w, 0, [1; 4]).is_err());
+    assert!(conv2d(&x, &w, 1, [1; 4]).is_ok());
 }

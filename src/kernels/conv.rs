@@ -2,20 +2,22 @@
 //!
 //! candle 0.11's own CPU convolution is slow in training: its input gradient
 //! runs `conv_transpose2d`, a plain loop, and its weight gradient a generic
-//! path. Here all three products are single GEMMs (the `gemm` crate candle
-//! itself uses, on rayon's pool):
+//! path. Here all three products are packed GEMMs (the `gemm` crate candle
+//! itself uses, on rayon's pool) over whole chunks of the batch:
 //!
 //! - forward: `Y = W x cols`, with `cols = im2col(x)` of shape
 //!   (Cin·K·K, N·Ho·Wo), so the batch shares one GEMM and small late-stage
 //!   feature maps still give a big one;
-//! - weight gradient: `dW = dY x colsᵀ` (cols recomputed, not kept);
+//! - weight gradient: `dW = dY x colsᵀ` (cols recomputed, not kept; a wide
+//!   dW is computed as dWᵀ and transposed, which the GEMM runs faster);
 //! - input gradient: `dx = col2im(Wᵀ x dY)`, skipped when the input needs no
 //!   gradient (an image batch: neither a variable nor depending on one).
 //!
-//! Batches are processed in chunks of images so the column matrix stays
-//! bounded; feature maps with many pixels go one image at a time, where the
-//! GEMM writes straight into the NCHW output (no transposing copy) and a
-//! 1x1 stride-1 unpadded convolution needs no im2col at all.
+//! A chunk's column matrix is bounded (`COLS_LIMIT`); feature maps with many
+//! pixels go one image at a time, where the GEMM writes straight into the
+//! NCHW output (no transposing copy) and a 1x1 stride-1 unpadded convolution
+//! needs no im2col at all. The column and transposing buffers are per-thread
+//! scratch kept between calls (sized by the largest layer seen).
 //!
 //! Any other device (CUDA) or dtype takes candle's ops
 //! ([`super::reference_conv2d`]).
@@ -33,10 +35,10 @@ const DIRECT_MIN_PIXELS: usize = 256;
 /// so a large batch does not need an im2col buffer K·K times its input.
 const COLS_LIMIT: usize = 1 << 23;
 
-/// Batch pixels (N·Ho·Wo) below which the GEMMs are "narrow": the input
-/// gradient then reads a transposed copy of W, and at or above which a wide
-/// weight gradient is computed transposed.
-const NARROW_PIXELS: usize = 256;
+/// Batch pixels (N·Ho·Wo) from which a wide weight gradient (more columns
+/// than rows) is computed transposed: the GEMM gains more than the final
+/// transpose costs.
+const TRANSPOSED_DW_PIXELS: usize = 256;
 
 thread_local! {
     /// Reused im2col / column-gradient buffer of the calling thread.
@@ -44,8 +46,8 @@ thread_local! {
     /// Reused (C, images·pixels) buffer: GEMM output before it is scattered
     /// into NCHW, or the output gradient gathered from NCHW.
     static MAT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// Reused transposed weight (Cin·K·K, Cout) of the input gradient.
-    static WT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Reused transposed weight gradient (Cin·K·K, Cout).
+    static DWT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` on the first `len` floats of a thread-local scratch buffer. The
@@ -90,6 +92,9 @@ impl Geom {
         stride: usize,
         pads: [usize; 4],
     ) -> Result<Self> {
+        if cin == 0 || cout == 0 {
+            bail!("conv2d: empty channel dimension ({cin} in, {cout} out)");
+        }
         if wcin != cin {
             bail!("conv2d: input has {cin} channels, the weight expects {wcin}");
         }
@@ -310,8 +315,9 @@ fn col2im(dcols: &[f32], g: &Geom, nb: usize, dx: &mut [f32]) {
                             *d += *v;
                         }
                     } else {
-                        for (ow, v) in src.iter().enumerate() {
-                            dst[(lo + ow) * s + kj - left] += *v;
+                        let dst = dst[lo * s + kj - left..].iter_mut().step_by(s);
+                        for (d, v) in dst.zip(src) {
+                            *d += *v;
                         }
                     }
                 }
@@ -321,95 +327,26 @@ fn col2im(dcols: &[f32], g: &Geom, nb: usize, dx: &mut [f32]) {
 }
 
 /// Writes the transpose of `src` (rows, cols), row-major, into `dst`
-/// (cols, rows): 8x8 AVX tiles where the CPU has AVX, scalar elsewhere and
-/// for the ragged edges. Parallel over blocks of destination rows.
+/// (cols, rows), in 64x64 tiles, parallel over blocks of destination rows.
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const BLOCK: usize = 64;
+    const TILE: usize = 64;
     if rows == 0 || cols == 0 {
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    let avx = std::arch::is_x86_feature_detected!("avx");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx = false;
     dst[..rows * cols]
-        .par_chunks_mut(BLOCK * rows)
+        .par_chunks_mut(TILE * rows)
         .enumerate()
         .for_each(|(b, block)| {
-            let c0 = b * BLOCK;
-            let nc = block.len() / rows;
-            let (full_r, full_c) = if avx {
-                (rows / 8 * 8, nc / 8 * 8)
-            } else {
-                (0, 0)
-            };
-            #[cfg(target_arch = "x86_64")]
-            for r0 in (0..full_r).step_by(8) {
-                for c in (0..full_c).step_by(8) {
-                    // SAFETY: AVX is present (checked above); the tile reads
-                    // src rows r0..r0 + 8 <= rows at columns c0 + c..c0 + c + 8
-                    // <= cols, and writes block rows c..c + 8 <= nc at columns
-                    // r0..r0 + 8 <= rows, all inside the slices.
-                    unsafe {
-                        avx::transpose8x8(
-                            src[r0 * cols + c0 + c..].as_ptr(),
-                            cols,
-                            block[c * rows + r0..].as_mut_ptr(),
-                            rows,
-                        );
+            let c0 = b * TILE;
+            for r0 in (0..rows).step_by(TILE) {
+                let r1 = (r0 + TILE).min(rows);
+                for (c, row) in block.chunks_exact_mut(rows).enumerate() {
+                    for (r, d) in (r0..r1).zip(&mut row[r0..r1]) {
+                        *d = src[r * cols + c0 + c];
                     }
                 }
             }
-            for (c, row) in block.chunks_exact_mut(rows).enumerate() {
-                let from = if c < full_c { full_r } else { 0 };
-                for (r, d) in row.iter_mut().enumerate().skip(from) {
-                    *d = src[r * cols + c0 + c];
-                }
-            }
         });
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx {
-    use std::arch::x86_64::*;
-
-    /// Transposes the 8x8 tile at `src` (rows `ss` apart) into `dst` (rows
-    /// `ds` apart).
-    ///
-    /// # Safety
-    /// The CPU has AVX; `src + i·ss + j` and `dst + i·ds + j` for i, j < 8
-    /// are valid (for reads, respectively writes) and do not overlap.
-    #[target_feature(enable = "avx")]
-    pub unsafe fn transpose8x8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
-        // SAFETY: the caller guarantees the 8 rows of 8 floats are in bounds.
-        unsafe {
-            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * ss)));
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-            _mm256_storeu_ps(dst, _mm256_permute2f128_ps::<0x20>(u0, u4));
-            _mm256_storeu_ps(dst.add(ds), _mm256_permute2f128_ps::<0x20>(u1, u5));
-            _mm256_storeu_ps(dst.add(2 * ds), _mm256_permute2f128_ps::<0x20>(u2, u6));
-            _mm256_storeu_ps(dst.add(3 * ds), _mm256_permute2f128_ps::<0x20>(u3, u7));
-            _mm256_storeu_ps(dst.add(4 * ds), _mm256_permute2f128_ps::<0x31>(u0, u4));
-            _mm256_storeu_ps(dst.add(5 * ds), _mm256_permute2f128_ps::<0x31>(u1, u5));
-            _mm256_storeu_ps(dst.add(6 * ds), _mm256_permute2f128_ps::<0x31>(u2, u6));
-            _mm256_storeu_ps(dst.add(7 * ds), _mm256_permute2f128_ps::<0x31>(u3, u7));
-        }
-    }
 }
 
 /// Copies images `n0..n0 + nb` of `src` (N, R, P) into `dst` (R, nb·P).
@@ -573,33 +510,22 @@ impl CustomOp2 for GradInput {
         let w = f32_data(s1, l1, g.cout * ckk, "weight")?;
         let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
         let mut dx = vec![0.0f32; g.n * image];
-        let mut run = |wt: View| -> Result<()> {
-            for_chunks(g, |n0, nb| {
-                with_dy(dy, g, n0, nb, |dyc| {
-                    let dyc = rows(dyc, g.cout, nb * p);
-                    let dxc = &mut dx[n0 * image..(n0 + nb) * image];
-                    if g.pointwise() && nb == 1 {
-                        matmul(dxc, p, false, wt, dyc)
-                    } else {
-                        with_scratch(&COLS, ckk * nb * p, |dcols| {
-                            matmul(dcols, nb * p, false, wt, dyc)?;
-                            col2im(dcols, g, nb, dxc);
-                            Ok(())
-                        })
-                    }
-                })
+        let wt = transposed(w, g.cout, ckk);
+        for_chunks(g, |n0, nb| {
+            with_dy(dy, g, n0, nb, |dyc| {
+                let dyc = rows(dyc, g.cout, nb * p);
+                let dxc = &mut dx[n0 * image..(n0 + nb) * image];
+                if g.pointwise() && nb == 1 {
+                    matmul(dxc, p, false, wt, dyc)
+                } else {
+                    with_scratch(&COLS, ckk * nb * p, |dcols| {
+                        matmul(dcols, nb * p, false, wt, dyc)?;
+                        col2im(dcols, g, nb, dxc);
+                        Ok(())
+                    })
+                }
             })
-        };
-        if g.n * p < NARROW_PIXELS {
-            // With few columns the GEMM is several times slower reading Wᵀ
-            // through strides than from its own row-major copy.
-            with_scratch(&WT, ckk * g.cout, |wt| {
-                transpose(w, g.cout, ckk, wt);
-                run(rows(wt, ckk, g.cout))
-            })?;
-        } else {
-            run(transposed(w, g.cout, ckk))?;
-        }
+        })?;
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
     }
 }
@@ -626,10 +552,10 @@ impl CustomOp2 for GradWeight {
         let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
         let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
         let mut dw = vec![0.0f32; g.cout * ckk];
-        if ckk > g.cout && g.n * p >= NARROW_PIXELS {
+        if ckk > g.cout && g.n * p >= TRANSPOSED_DW_PIXELS {
             // A wide dW (more columns than rows) comes out faster as dWᵀ =
             // cols x dYᵀ, transposed afterwards (cheap next to the GEMM).
-            with_scratch(&WT, ckk * g.cout, |dwt| {
+            with_scratch(&DWT, ckk * g.cout, |dwt| {
                 for_chunks(g, |n0, nb| {
                     with_cols(x, g, n0, nb, |cols| {
                         with_dy(dy, g, n0, nb, |dyc| {
