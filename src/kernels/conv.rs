@@ -1,7 +1,599 @@
-//! Dense 2-D convolution.
+//! Dense 2-D convolution (groups 1, dilation 1) as packed GEMMs on the CPU.
+//!
+//! candle 0.11's own CPU convolution is slow in training: its input gradient
+//! runs `conv_transpose2d`, a plain loop, and its weight gradient a generic
+//! path. Here all three products are packed GEMMs (the `gemm` crate candle
+//! itself uses, on rayon's pool) over whole chunks of the batch:
+//!
+//! - forward: `Y = W x cols`, with `cols = im2col(x)` of shape
+//!   (Cin·K·K, N·Ho·Wo), so the batch shares one GEMM and small late-stage
+//!   feature maps still give a big one;
+//! - weight gradient: `dW = dY x colsᵀ` (cols recomputed, not kept; a wide
+//!   dW is computed as dWᵀ and transposed, which the GEMM runs faster);
+//! - input gradient: `dx = col2im(Wᵀ x dY)`, skipped when the input needs no
+//!   gradient (an image batch: neither a variable nor depending on one).
+//!
+//! A chunk's column matrix is bounded (`COLS_LIMIT`); feature maps with many
+//! pixels go one image at a time, where the GEMM writes straight into the
+//! NCHW output (no transposing copy) and a 1x1 stride-1 unpadded convolution
+//! needs no im2col at all. The column and transposing buffers are per-thread
+//! scratch kept between calls (sized by the largest layer seen).
+//!
+//! Any other device (CUDA) or dtype takes candle's ops
+//! ([`super::reference_conv2d`]).
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::thread::LocalKey;
 
+/// Output pixels per image from which images go through the GEMMs one at a
+/// time (no transposing copies; the GEMM is already wide enough).
+const DIRECT_MIN_PIXELS: usize = 256;
+
+/// Upper bound on the column matrix of a chunk of images, in floats (32 MiB),
+/// so a large batch does not need an im2col buffer K·K times its input.
+const COLS_LIMIT: usize = 1 << 23;
+
+/// Batch pixels (N·Ho·Wo) from which a wide weight gradient (more columns
+/// than rows) is computed transposed: the GEMM gains more than the final
+/// transpose costs.
+const TRANSPOSED_DW_PIXELS: usize = 256;
+
+thread_local! {
+    /// Reused im2col / column-gradient buffer of the calling thread.
+    static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Reused (C, images·pixels) buffer: GEMM output before it is scattered
+    /// into NCHW, or the output gradient gathered from NCHW.
+    static MAT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Reused transposed weight gradient (Cin·K·K, Cout).
+    static DWT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on the first `len` floats of a thread-local scratch buffer. The
+/// buffer is taken out of its slot for the call, so a re-entrant call (a
+/// rayon worker picking up another convolution while it waits) gets a fresh
+/// one instead of a borrow conflict. Contents are unspecified on entry.
+fn with_scratch<R>(
+    slot: &'static LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = slot.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    slot.set(buf);
+    out
+}
+
+/// Shapes of one convolution, fixed at the forward call and shared by the
+/// gradient kernels.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    /// [top, bottom, left, right].
+    pads: [usize; 4],
+    ho: usize,
+    wo: usize,
+}
+
+impl Geom {
+    fn new(
+        (n, cin, h, w): (usize, usize, usize, usize),
+        (cout, wcin, kh, kw): (usize, usize, usize, usize),
+        stride: usize,
+        pads: [usize; 4],
+    ) -> Result<Self> {
+        if cin == 0 || cout == 0 {
+            bail!("conv2d: empty channel dimension ({cin} in, {cout} out)");
+        }
+        if wcin != cin {
+            bail!("conv2d: input has {cin} channels, the weight expects {wcin}");
+        }
+        if kh != kw {
+            bail!("conv2d: only square kernels are supported, got {kh}x{kw}");
+        }
+        if stride == 0 {
+            bail!("conv2d: stride must be at least 1");
+        }
+        let [t, b, l, r] = pads;
+        let (ph, pw) = (h + t + b, w + l + r);
+        if kh == 0 || ph < kh || pw < kw {
+            bail!("conv2d: kernel {kh}x{kw} does not fit the padded input {ph}x{pw}");
+        }
+        Ok(Self {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k: kh,
+            stride,
+            pads,
+            ho: (ph - kh) / stride + 1,
+            wo: (pw - kw) / stride + 1,
+        })
+    }
+
+    /// Output pixels per image.
+    fn pixels(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Rows of the column matrix: Cin·K·K.
+    fn ckk(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    /// A 1x1 stride-1 unpadded convolution: an image is its own column matrix.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.stride == 1 && self.pads == [0; 4]
+    }
+
+    /// Images per GEMM: one for large maps, else as many as the column
+    /// buffer bound allows.
+    fn chunk(&self) -> usize {
+        if self.pixels() >= DIRECT_MIN_PIXELS {
+            1
+        } else {
+            (COLS_LIMIT / (self.ckk() * self.pixels())).clamp(1, self.n.max(1))
+        }
+    }
+
+    /// The input row read by output row `oh` at kernel row `ki`, if inside.
+    fn input_row(&self, oh: usize, ki: usize) -> Option<usize> {
+        (oh * self.stride + ki)
+            .checked_sub(self.pads[0])
+            .filter(|&ih| ih < self.h)
+    }
+
+    /// The output columns `lo..hi` whose input column at kernel column `kj`
+    /// (`ow·stride + kj - left`) lies inside the image.
+    fn valid_cols(&self, kj: usize) -> (usize, usize) {
+        let (s, left) = (self.stride, self.pads[2]);
+        let lo = if kj >= left {
+            0
+        } else {
+            (left - kj).div_ceil(s)
+        };
+        let hi = (self.w + left).saturating_sub(kj).div_ceil(s);
+        let hi = hi.min(self.wo);
+        (lo.min(hi), hi)
+    }
+}
+
+/// The f32 data of a contiguous CPU operand, checked against its expected size.
+fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, len: usize, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("conv2d: {what} is not contiguous");
+    };
+    if b - a != len {
+        bail!("conv2d: {what} has {} elements, expected {len}", b - a);
+    }
+    Ok(&data[a..b])
+}
+
+/// A strided matrix operand of a GEMM.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    /// Row and column strides, in elements.
+    rs: usize,
+    cs: usize,
+}
+
+impl View<'_> {
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < len
+    }
+}
+
+/// `dst = a x b` (or `dst += a x b` when `accumulate`), `dst` row-major with
+/// rows `dst_rs` apart, on rayon's pool.
+fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let out = View {
+        data: dst,
+        rows: m,
+        cols: n,
+        rs: dst_rs,
+        cs: 1,
+    };
+    if b.rows != k || !a.fits(a.data.len()) || !b.fits(b.data.len()) || !out.fits(dst.len()) {
+        bail!(
+            "conv2d: inconsistent GEMM operands ({m}x{k} by {}x{n})",
+            b.rows
+        );
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every element each operand's strides can reach lies inside its
+    // slice (checked above), `dst` is borrowed mutably and does not alias
+    // the read-only operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
+
+/// Writes the column matrix of images `n0..n0 + nb` of `x` (NCHW) into
+/// `cols` (Cin·K·K rows of nb·Ho·Wo): row (c, ki, kj), column (image, oh,
+/// ow) holds `x[image, c, oh·s + ki - top, ow·s + kj - left]`, 0 outside.
+fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
+    let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
+    let (s, left) = (g.stride, g.pads[2]);
+    cols.par_chunks_mut(nb * p)
+        .enumerate()
+        .for_each(|(r, row)| {
+            let (c, ki, kj) = (r / kk, (r % kk) / g.k, r % g.k);
+            let (lo, hi) = g.valid_cols(kj);
+            for i in 0..nb {
+                let plane = &x[((n0 + i) * g.cin + c) * hw..][..hw];
+                for oh in 0..g.ho {
+                    let dst = &mut row[i * p + oh * g.wo..][..g.wo];
+                    let Some(ih) = g.input_row(oh, ki) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[ih * g.w..][..g.w];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if s == 1 {
+                        let iw = lo + kj - left;
+                        dst[lo..hi].copy_from_slice(&src[iw..iw + hi - lo]);
+                    } else {
+                        let src = src[lo * s + kj - left..].iter().step_by(s);
+                        for (d, v) in dst[lo..hi].iter_mut().zip(src) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Adds the column gradient `dcols` (Cin·K·K rows of nb·Ho·Wo) back onto the
+/// input gradient of images `n0..n0 + nb`: `dx` holds exactly those images
+/// (NCHW, zeroed). The transpose of [`im2col`], one input plane per task so
+/// no two tasks write the same element.
+fn col2im(dcols: &[f32], g: &Geom, nb: usize, dx: &mut [f32]) {
+    let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
+    let (s, left) = (g.stride, g.pads[2]);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(q, plane)| {
+        let (i, c) = (q / g.cin, q % g.cin);
+        for ki in 0..g.k {
+            for kj in 0..g.k {
+                let r = c * kk + ki * g.k + kj;
+                let src_rows = &dcols[r * nb * p + i * p..][..p];
+                let (lo, hi) = g.valid_cols(kj);
+                for oh in 0..g.ho {
+                    let Some(ih) = g.input_row(oh, ki) else {
+                        continue;
+                    };
+                    let src = &src_rows[oh * g.wo + lo..oh * g.wo + hi];
+                    let dst = &mut plane[ih * g.w..][..g.w];
+                    if s == 1 {
+                        let iw = lo + kj - left;
+                        for (d, v) in dst[iw..iw + hi - lo].iter_mut().zip(src) {
+                            *d += *v;
+                        }
+                    } else {
+                        let dst = dst[lo * s + kj - left..].iter_mut().step_by(s);
+                        for (d, v) in dst.zip(src) {
+                            *d += *v;
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Writes the transpose of `src` (rows, cols), row-major, into `dst`
+/// (cols, rows), in 64x64 tiles, parallel over blocks of destination rows.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 64;
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    dst[..rows * cols]
+        .par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(b, block)| {
+            let c0 = b * TILE;
+            for r0 in (0..rows).step_by(TILE) {
+                let r1 = (r0 + TILE).min(rows);
+                for (c, row) in block.chunks_exact_mut(rows).enumerate() {
+                    for (r, d) in (r0..r1).zip(&mut row[r0..r1]) {
+                        *d = src[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+}
+
+/// Copies images `n0..n0 + nb` of `src` (N, R, P) into `dst` (R, nb·P).
+fn gather(src: &[f32], rows: usize, p: usize, n0: usize, nb: usize, dst: &mut [f32]) {
+    dst.par_chunks_mut(nb * p).enumerate().for_each(|(r, row)| {
+        for (i, d) in row.chunks_exact_mut(p).enumerate() {
+            d.copy_from_slice(&src[((n0 + i) * rows + r) * p..][..p]);
+        }
+    });
+}
+
+/// Copies `src` (R, nb·P) into `dst` (nb, R, P): the inverse of [`gather`].
+fn scatter(src: &[f32], rows: usize, p: usize, nb: usize, dst: &mut [f32]) {
+    dst.par_chunks_mut(p).enumerate().for_each(|(q, d)| {
+        let (i, r) = (q / rows, q % rows);
+        d.copy_from_slice(&src[r * nb * p + i * p..][..p]);
+    });
+}
+
+/// Calls `f(n0, nb)` for each chunk of images, in order.
+fn for_chunks(g: &Geom, mut f: impl FnMut(usize, usize) -> Result<()>) -> Result<()> {
+    let chunk = g.chunk();
+    (0..g.n)
+        .step_by(chunk)
+        .try_for_each(|n0| f(n0, chunk.min(g.n - n0)))
+}
+
+/// Runs `f` on the column matrix of images `n0..n0 + nb`: the images
+/// themselves for a single pointwise image, else im2col into scratch.
+fn with_cols<R>(x: &[f32], g: &Geom, n0: usize, nb: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    if g.pointwise() && nb == 1 {
+        f(&x[n0 * g.cin * g.pixels()..][..g.cin * g.pixels()])
+    } else {
+        with_scratch(&COLS, g.ckk() * nb * g.pixels(), |cols| {
+            im2col(x, g, n0, nb, cols);
+            f(cols)
+        })
+    }
+}
+
+/// Runs `f` on the output gradient of images `n0..n0 + nb` as a
+/// (Cout, nb·P) matrix: a slice of `dy` for one image, else gathered.
+fn with_dy<R>(dy: &[f32], g: &Geom, n0: usize, nb: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    let len = g.cout * nb * g.pixels();
+    if nb == 1 {
+        f(&dy[n0 * len..][..len])
+    } else {
+        with_scratch(&MAT, len, |m| {
+            gather(dy, g.cout, g.pixels(), n0, nb, m);
+            f(m)
+        })
+    }
+}
+
+/// A (rows, cols) row-major view of a contiguous buffer.
+fn rows(data: &[f32], rows: usize, cols: usize) -> View<'_> {
+    View {
+        data,
+        rows,
+        cols,
+        rs: cols,
+        cs: 1,
+    }
+}
+
+/// The transpose of a (rows, cols) row-major buffer, as a (cols, rows) view.
+fn transposed(data: &[f32], rows: usize, cols: usize) -> View<'_> {
+    View {
+        data,
+        rows: cols,
+        cols: rows,
+        rs: 1,
+        cs: cols,
+    }
+}
+
+/// The convolution: (x, w) -> y, with both gradients below.
+struct Conv {
+    g: Geom,
+}
+
+impl CustomOp2 for Conv {
+    fn name(&self) -> &'static str {
+        "fer-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let p = g.pixels();
+        let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
+        let w = f32_data(s2, l2, g.cout * g.ckk(), "weight")?;
+        let w = rows(w, g.cout, g.ckk());
+        let mut y = vec![0.0f32; g.n * g.cout * p];
+        for_chunks(g, |n0, nb| {
+            with_cols(x, g, n0, nb, |cols| {
+                let cols = rows(cols, g.ckk(), nb * p);
+                let out = &mut y[n0 * g.cout * p..(n0 + nb) * g.cout * p];
+                if nb == 1 {
+                    matmul(out, p, false, w, cols)
+                } else {
+                    with_scratch(&MAT, g.cout * nb * p, |m| {
+                        matmul(m, nb * p, false, w, cols)?;
+                        scatter(m, g.cout, p, nb, out);
+                        Ok(())
+                    })
+                }
+            })
+        })?;
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        // An input that is neither a variable nor computed from one (an image
+        // batch) gets no gradient: its column GEMM and col2im are skipped.
+        let dx = if x.track_op() {
+            Some(w.apply_op2_no_bwd(&dy, &GradInput { g: self.g })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&dy, &GradWeight { g: self.g })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// (w, dy) -> dx = col2im(Wᵀ x dY).
+struct GradInput {
+    g: Geom,
+}
+
+impl CustomOp2 for GradInput {
+    fn name(&self) -> &'static str {
+        "fer-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let (p, ckk, image) = (g.pixels(), g.ckk(), g.cin * g.h * g.w);
+        let w = f32_data(s1, l1, g.cout * ckk, "weight")?;
+        let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
+        let mut dx = vec![0.0f32; g.n * image];
+        let wt = transposed(w, g.cout, ckk);
+        for_chunks(g, |n0, nb| {
+            with_dy(dy, g, n0, nb, |dyc| {
+                let dyc = rows(dyc, g.cout, nb * p);
+                let dxc = &mut dx[n0 * image..(n0 + nb) * image];
+                if g.pointwise() && nb == 1 {
+                    matmul(dxc, p, false, wt, dyc)
+                } else {
+                    with_scratch(&COLS, ckk * nb * p, |dcols| {
+                        matmul(dcols, nb * p, false, wt, dyc)?;
+                        col2im(dcols, g, nb, dxc);
+                        Ok(())
+                    })
+                }
+            })
+        })?;
+        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
+    }
+}
+
+/// (x, dy) -> dW = dY x colsᵀ, summed over the batch.
+struct GradWeight {
+    g: Geom,
+}
+
+impl CustomOp2 for GradWeight {
+    fn name(&self) -> &'static str {
+        "fer-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let (p, ckk) = (g.pixels(), g.ckk());
+        let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
+        let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
+        let mut dw = vec![0.0f32; g.cout * ckk];
+        if ckk > g.cout && g.n * p >= TRANSPOSED_DW_PIXELS {
+            // A wide dW (more columns than rows) comes out faster as dWᵀ =
+            // cols x dYᵀ, transposed afterwards (cheap next to the GEMM).
+            with_scratch(&DWT, ckk * g.cout, |dwt| {
+                for_chunks(g, |n0, nb| {
+                    with_cols(x, g, n0, nb, |cols| {
+                        with_dy(dy, g, n0, nb, |dyc| {
+                            let cols = rows(cols, ckk, nb * p);
+                            let dyt = transposed(dyc, g.cout, nb * p);
+                            matmul(dwt, g.cout, n0 > 0, cols, dyt)
+                        })
+                    })
+                })?;
+                transpose(dwt, ckk, g.cout, &mut dw);
+                Ok::<(), candle_core::Error>(())
+            })?;
+        } else {
+            for_chunks(g, |n0, nb| {
+                with_cols(x, g, n0, nb, |cols| {
+                    with_dy(dy, g, n0, nb, |dyc| {
+                        let colst = transposed(cols, ckk, nb * p);
+                        matmul(&mut dw, ckk, n0 > 0, rows(dyc, g.cout, nb * p), colst)
+                    })
+                })
+            })?;
+        }
+        Ok((CpuStorage::F32(dw), Shape::from((g.cout, g.cin, g.k, g.k))))
+    }
+}
+
+/// Dense convolution of `x` (N, Cin, H, W) with `w` (Cout, Cin, K, K):
+/// stride `stride`, zero padding `pads` = [top, bottom, left, right].
+/// f32 on the CPU runs the GEMM kernels above (with their own backward);
+/// anything else candle's ops.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
-    super::reference_conv2d(x, w, stride, pads, 1)
+    let fast = x.device().is_cpu()
+        && w.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32;
+    if !fast {
+        return super::reference_conv2d(x, w, stride, pads, 1);
+    }
+    let g = Geom::new(x.dims4()?, w.dims4()?, stride, pads)?;
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv { g })
 }
