@@ -32,16 +32,27 @@ impl LoadReport {
                 v.join(", ")
             }
         };
+        // BatchNorm's step counters are never used; count them apart.
+        let (counters, unused): (Vec<&String>, Vec<&String>) = self
+            .skipped
+            .iter()
+            .partition(|k| k.ends_with("num_batches_tracked"));
+        let shown: Vec<String> = unused.iter().take(6).map(|s| s.to_string()).collect();
         format!(
-            "{} tensors loaded, {} adapted ({}), {} newly initialised ({}), {} in the file unused ({})",
+            "{} tensors loaded, {} adapted ({}), {} newly initialised ({}), {} in the file unused ({}{}{})",
             self.loaded.len(),
             self.adapted.len(),
             list(&self.adapted),
             self.initialised.len(),
             list(&self.initialised),
             self.skipped.len(),
-            list(&self.skipped.iter().take(6).cloned().collect::<Vec<_>>())
-                + if self.skipped.len() > 6 { ", ..." } else { "" }
+            list(&shown),
+            if unused.len() > 6 { ", ..." } else { "" },
+            if counters.is_empty() {
+                String::new()
+            } else {
+                format!("; {} num_batches_tracked counters", counters.len())
+            }
         )
     }
 }
