@@ -158,16 +158,33 @@ impl Geom {
     /// The output columns `lo..hi` whose input column at kernel column `kj`
     /// (`ow·stride + kj - left`) lies inside the image.
     fn valid_cols(&self, kj: usize) -> (usize, usize) {
-        let (s, left) = (self.stride, self.pads[2]);
-        let lo = if kj >= left {
-            0
-        } else {
-            (left - kj).div_ceil(s)
-        };
-        let hi = (self.w + left).saturating_sub(kj).div_ceil(s);
-        let hi = hi.min(self.wo);
-        (lo.min(hi), hi)
+        valid_range(kj, self.pads[2], self.w, self.wo, self.stride)
     }
+
+    /// The output rows `lo..hi` whose input row at kernel row `ki` lies
+    /// inside the image.
+    fn valid_rows(&self, ki: usize) -> (usize, usize) {
+        valid_range(ki, self.pads[0], self.h, self.ho, self.stride)
+    }
+
+    /// Stride 1 with the output as wide as the input ("same" padding): an
+    /// output plane is the input plane shifted by a constant offset per
+    /// kernel tap, so im2col and col2im move whole planes at once.
+    fn shifts_planes(&self) -> bool {
+        self.stride == 1 && self.wo == self.w
+    }
+}
+
+/// The outputs `lo..hi` (of `out`) whose input `o·stride + tap - pad` lies
+/// in `0..size`.
+fn valid_range(tap: usize, pad: usize, size: usize, out: usize, stride: usize) -> (usize, usize) {
+    let lo = if tap >= pad {
+        0
+    } else {
+        (pad - tap).div_ceil(stride)
+    };
+    let hi = (size + pad).saturating_sub(tap).div_ceil(stride).min(out);
+    (lo.min(hi), hi)
 }
 
 /// The f32 data of a contiguous CPU operand, checked against its expected size.
@@ -264,10 +281,13 @@ fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
         .for_each(|(r, row)| {
             let (c, ki, kj) = (r / kk, (r % kk) / g.k, r % g.k);
             let (lo, hi) = g.valid_cols(kj);
-            for i in 0..nb {
+            for (i, dst) in row.chunks_exact_mut(p).enumerate() {
                 let plane = &x[((n0 + i) * g.cin + c) * hw..][..hw];
-                for oh in 0..g.ho {
-                    let dst = &mut row[i * p + oh * g.wo..][..g.wo];
+                if g.shifts_planes() {
+                    shifted_copy(plane, g, ki, kj, dst);
+                    continue;
+                }
+                for (oh, dst) in dst.chunks_exact_mut(g.wo).enumerate() {
                     let Some(ih) = g.input_row(oh, ki) else {
                         dst.fill(0.0);
                         continue;
@@ -289,19 +309,88 @@ fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
         });
 }
 
+/// The span `start..end` of an output plane (Ho·Wo) that tap (ki, kj) of a
+/// plane-shifting convolution reads as one contiguous run of the input
+/// plane, from `start + offset` on; `None` when the tap sees no input row.
+/// Inside the span, the columns outside the tap's `valid_cols` wrap onto
+/// the neighbouring input row and must be treated as padding.
+fn shifted_span(g: &Geom, ki: usize, kj: usize) -> Option<(usize, usize, usize)> {
+    let (rlo, rhi) = g.valid_rows(ki);
+    let (lo, hi) = g.valid_cols(kj);
+    if rlo >= rhi || lo >= hi {
+        return None;
+    }
+    let start = rlo * g.wo + lo;
+    let end = (rhi - 1) * g.wo + hi;
+    let src = (rlo + ki - g.pads[0]) * g.w + lo + kj - g.pads[2];
+    Some((start, end, src))
+}
+
+/// One image's im2col row for tap (ki, kj) of a plane-shifting convolution:
+/// one shifted copy of the input plane, then the padding zeroed.
+fn shifted_copy(plane: &[f32], g: &Geom, ki: usize, kj: usize, dst: &mut [f32]) {
+    let Some((start, end, src)) = shifted_span(g, ki, kj) else {
+        dst.fill(0.0);
+        return;
+    };
+    dst[..start].fill(0.0);
+    dst[end..].fill(0.0);
+    dst[start..end].copy_from_slice(&plane[src..src + end - start]);
+    zero_wrapped(g, kj, dst);
+}
+
+/// Zeroes the columns of each output row of `plane` (Ho·Wo) that tap
+/// column `kj` reads from outside the image.
+fn zero_wrapped(g: &Geom, kj: usize, plane: &mut [f32]) {
+    let (lo, hi) = g.valid_cols(kj);
+    if lo == 0 && hi == g.wo {
+        return;
+    }
+    for row in plane.chunks_exact_mut(g.wo) {
+        for v in &mut row[..lo] {
+            *v = 0.0;
+        }
+        for v in &mut row[hi..] {
+            *v = 0.0;
+        }
+    }
+}
+
 /// Adds the column gradient `dcols` (Cin·K·K rows of nb·Ho·Wo) back onto the
 /// input gradient of images `n0..n0 + nb`: `dx` holds exactly those images
 /// (NCHW, zeroed). The transpose of [`im2col`], one input plane per task so
-/// no two tasks write the same element.
-fn col2im(dcols: &[f32], g: &Geom, nb: usize, dx: &mut [f32]) {
+/// no two tasks write the same element. For a plane-shifting convolution
+/// the entries that fall on padding are zeroed in `dcols` first, so each tap
+/// adds one contiguous run.
+fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
     let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
     let (s, left) = (g.stride, g.pads[2]);
+    if g.shifts_planes() {
+        dcols
+            .par_chunks_mut(nb * p)
+            .enumerate()
+            .for_each(|(r, row)| {
+                for plane in row.chunks_exact_mut(p) {
+                    zero_wrapped(g, r % g.k, plane);
+                }
+            });
+    }
+    let dcols = &*dcols;
     dx.par_chunks_mut(hw).enumerate().for_each(|(q, plane)| {
         let (i, c) = (q / g.cin, q % g.cin);
         for ki in 0..g.k {
             for kj in 0..g.k {
                 let r = c * kk + ki * g.k + kj;
                 let src_rows = &dcols[r * nb * p + i * p..][..p];
+                if g.shifts_planes() {
+                    if let Some((start, end, at)) = shifted_span(g, ki, kj) {
+                        let dst = &mut plane[at..at + end - start];
+                        for (d, v) in dst.iter_mut().zip(&src_rows[start..end]) {
+                            *d += *v;
+                        }
+                    }
+                    continue;
+                }
                 let (lo, hi) = g.valid_cols(kj);
                 for oh in 0..g.ho {
                     let Some(ih) = g.input_row(oh, ki) else {
