@@ -276,6 +276,7 @@ fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) ->
 fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
     let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
     let (s, left) = (g.stride, g.pads[2]);
+    let spans = shifted_spans(g);
     cols.par_chunks_mut(nb * p)
         .enumerate()
         .for_each(|(r, row)| {
@@ -283,8 +284,16 @@ fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
             let (lo, hi) = g.valid_cols(kj);
             for (i, dst) in row.chunks_exact_mut(p).enumerate() {
                 let plane = &x[((n0 + i) * g.cin + c) * hw..][..hw];
-                if g.shifts_planes() {
-                    shifted_copy(plane, g, ki, kj, dst);
+                if let Some(spans) = &spans {
+                    // One shifted copy of the plane, then the padding zeroed.
+                    let Some((start, end, at)) = spans[r % kk] else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    dst[..start].fill(0.0);
+                    dst[end..].fill(0.0);
+                    dst[start..end].copy_from_slice(&plane[at..at + end - start]);
+                    zero_wrapped(dst, g.wo, lo, hi);
                     continue;
                 }
                 for (oh, dst) in dst.chunks_exact_mut(g.wo).enumerate() {
@@ -309,44 +318,36 @@ fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
         });
 }
 
-/// The span `start..end` of an output plane (Ho·Wo) that tap (ki, kj) of a
-/// plane-shifting convolution reads as one contiguous run of the input
-/// plane, from `start + offset` on; `None` when the tap sees no input row.
-/// Inside the span, the columns outside the tap's `valid_cols` wrap onto
-/// the neighbouring input row and must be treated as padding.
-fn shifted_span(g: &Geom, ki: usize, kj: usize) -> Option<(usize, usize, usize)> {
-    let (rlo, rhi) = g.valid_rows(ki);
-    let (lo, hi) = g.valid_cols(kj);
-    if rlo >= rhi || lo >= hi {
+/// A run of one kernel tap of a plane-shifting convolution: output
+/// positions `start..end` of a plane read input positions
+/// `at..at + end - start`. Inside the run, the columns outside the tap's
+/// `valid_cols` wrap onto the neighbouring input row and are padding.
+type Span = (usize, usize, usize);
+
+/// The run of each kernel tap (ki·K + kj) of a plane-shifting convolution
+/// (`None` for a tap that sees no input), or `None` for any other.
+fn shifted_spans(g: &Geom) -> Option<Vec<Option<Span>>> {
+    if !g.shifts_planes() {
         return None;
     }
-    let start = rlo * g.wo + lo;
-    let end = (rhi - 1) * g.wo + hi;
-    let src = (rlo + ki - g.pads[0]) * g.w + lo + kj - g.pads[2];
-    Some((start, end, src))
-}
-
-/// One image's im2col row for tap (ki, kj) of a plane-shifting convolution:
-/// one shifted copy of the input plane, then the padding zeroed.
-fn shifted_copy(plane: &[f32], g: &Geom, ki: usize, kj: usize, dst: &mut [f32]) {
-    let Some((start, end, src)) = shifted_span(g, ki, kj) else {
-        dst.fill(0.0);
-        return;
+    let span = |t: usize| {
+        let (ki, kj) = (t / g.k, t % g.k);
+        let (rlo, rhi) = g.valid_rows(ki);
+        let (lo, hi) = g.valid_cols(kj);
+        (rlo < rhi && lo < hi).then(|| {
+            let at = (rlo + ki - g.pads[0]) * g.w + lo + kj - g.pads[2];
+            (rlo * g.wo + lo, (rhi - 1) * g.wo + hi, at)
+        })
     };
-    dst[..start].fill(0.0);
-    dst[end..].fill(0.0);
-    dst[start..end].copy_from_slice(&plane[src..src + end - start]);
-    zero_wrapped(g, kj, dst);
+    Some((0..g.k * g.k).map(span).collect())
 }
 
-/// Zeroes the columns of each output row of `plane` (Ho·Wo) that tap
-/// column `kj` reads from outside the image.
-fn zero_wrapped(g: &Geom, kj: usize, plane: &mut [f32]) {
-    let (lo, hi) = g.valid_cols(kj);
-    if lo == 0 && hi == g.wo {
+/// Zeroes the columns outside `lo..hi` of each `wo`-wide row of `plane`.
+fn zero_wrapped(plane: &mut [f32], wo: usize, lo: usize, hi: usize) {
+    if lo == 0 && hi == wo {
         return;
     }
-    for row in plane.chunks_exact_mut(g.wo) {
+    for row in plane.chunks_exact_mut(wo) {
         for v in &mut row[..lo] {
             *v = 0.0;
         }
@@ -365,13 +366,15 @@ fn zero_wrapped(g: &Geom, kj: usize, plane: &mut [f32]) {
 fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
     let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
     let (s, left) = (g.stride, g.pads[2]);
-    if g.shifts_planes() {
+    let spans = shifted_spans(g);
+    if spans.is_some() {
         dcols
             .par_chunks_mut(nb * p)
             .enumerate()
             .for_each(|(r, row)| {
+                let (lo, hi) = g.valid_cols(r % g.k);
                 for plane in row.chunks_exact_mut(p) {
-                    zero_wrapped(g, r % g.k, plane);
+                    zero_wrapped(plane, g.wo, lo, hi);
                 }
             });
     }
@@ -382,8 +385,8 @@ fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
             for kj in 0..g.k {
                 let r = c * kk + ki * g.k + kj;
                 let src_rows = &dcols[r * nb * p + i * p..][..p];
-                if g.shifts_planes() {
-                    if let Some((start, end, at)) = shifted_span(g, ki, kj) {
+                if let Some(spans) = &spans {
+                    if let Some((start, end, at)) = spans[ki * g.k + kj] {
                         let dst = &mut plane[at..at + end - start];
                         for (d, v) in dst.iter_mut().zip(&src_rows[start..end]) {
                             *d += *v;
