@@ -7,6 +7,13 @@
 //! after 3 warm-ups). Backward is the loss `y * r` seeded with ones, i.e.
 //! dY = r (as `y.backward(r)` in bench/conv_torch.py, plus one multiply).
 //! The stem's input is an image batch (no gradient), as in training.
+//!
+//! candle's element-wise ops run on its own spinning "barrier pool"
+//! (`CANDLE_NUM_THREADS` threads counting the caller; default
+//! `RAYON_NUM_THREADS` or the core count) next to rayon's pool;
+//! on 2 cores the two pools compete and inflate the backward times of both
+//! implementations (the loss multiply and gradient sums are candle ops).
+//! `CANDLE_NUM_THREADS=1` keeps candle's ops on the calling thread.
 
 use candle_core::{Device, Result, Tensor, Var};
 use fer_lab::kernels::{conv2d, reference_conv2d};
@@ -121,8 +128,10 @@ fn main() -> Result<()> {
         .filter(|a| !a.starts_with('-'))
         .collect();
     println!(
-        "rayon threads: {}, iterations: {iters} (+3 warm-up), times in ms: median [min-max]",
-        rayon::current_num_threads()
+        "rayon threads: {}, CANDLE_NUM_THREADS: {}, iterations: {iters} (+3 warm-up), \
+         times in ms: median [min-max]",
+        rayon::current_num_threads(),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "unset".into())
     );
     let cases = CASES.map(|(name, cin, cout, hw, k, stride, pad, input_grad)| Case {
         name,

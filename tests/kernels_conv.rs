@@ -218,6 +218,35 @@ fn matches_reference_on_small_maps() {
     }
 }
 
+/// Stride-1 convolutions whose output is as wide as the input move whole
+/// shifted planes; asymmetric and unequal top/left pads exercise the
+/// offsets, even kernels the "same" padding split.
+#[test]
+fn matches_reference_on_same_size_padding() {
+    let cases = [
+        (3, 3, 8, 6, 5, 2, [0, 1, 0, 1]),
+        (3, 3, 8, 5, 6, 2, [1, 0, 1, 0]),
+        (2, 8, 3, 7, 6, 3, [2, 0, 1, 1]),
+        (2, 3, 4, 5, 9, 5, [0, 4, 2, 2]),
+        (1, 3, 4, 3, 3, 7, [3; 4]),
+    ];
+    for (i, (n, cin, cout, h, w, k, pads)) in cases.into_iter().enumerate() {
+        check(
+            Case {
+                n,
+                cin,
+                cout,
+                h,
+                w,
+                k,
+                stride: 1,
+                pads,
+            },
+            300 + i as u64,
+        );
+    }
+}
+
 /// A batch is split into chunks once its column matrix passes the bound
 /// (2^23 floats): 17·9 rows × 200 pixels per image gives chunks of 274
 /// images, so 300 images make a full and a partial chunk.

@@ -158,16 +158,33 @@ impl Geom {
     /// The output columns `lo..hi` whose input column at kernel column `kj`
     /// (`ow·stride + kj - left`) lies inside the image.
     fn valid_cols(&self, kj: usize) -> (usize, usize) {
-        let (s, left) = (self.stride, self.pads[2]);
-        let lo = if kj >= left {
-            0
-        } else {
-            (left - kj).div_ceil(s)
-        };
-        let hi = (self.w + left).saturating_sub(kj).div_ceil(s);
-        let hi = hi.min(self.wo);
-        (lo.min(hi), hi)
+        valid_range(kj, self.pads[2], self.w, self.wo, self.stride)
     }
+
+    /// The output rows `lo..hi` whose input row at kernel row `ki` lies
+    /// inside the image.
+    fn valid_rows(&self, ki: usize) -> (usize, usize) {
+        valid_range(ki, self.pads[0], self.h, self.ho, self.stride)
+    }
+
+    /// Stride 1 with the output as wide as the input ("same" padding): an
+    /// output plane is the input plane shifted by a constant offset per
+    /// kernel tap, so im2col and col2im move whole planes at once.
+    fn shifts_planes(&self) -> bool {
+        self.stride == 1 && self.wo == self.w
+    }
+}
+
+/// The outputs `lo..hi` (of `out`) whose input `o·stride + tap - pad` lies
+/// in `0..size`.
+fn valid_range(tap: usize, pad: usize, size: usize, out: usize, stride: usize) -> (usize, usize) {
+    let lo = if tap >= pad {
+        0
+    } else {
+        (pad - tap).div_ceil(stride)
+    };
+    let hi = (size + pad).saturating_sub(tap).div_ceil(stride).min(out);
+    (lo.min(hi), hi)
 }
 
 /// The f32 data of a contiguous CPU operand, checked against its expected size.
@@ -259,15 +276,27 @@ fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) ->
 fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
     let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
     let (s, left) = (g.stride, g.pads[2]);
+    let spans = shifted_spans(g);
     cols.par_chunks_mut(nb * p)
         .enumerate()
         .for_each(|(r, row)| {
             let (c, ki, kj) = (r / kk, (r % kk) / g.k, r % g.k);
             let (lo, hi) = g.valid_cols(kj);
-            for i in 0..nb {
+            for (i, dst) in row.chunks_exact_mut(p).enumerate() {
                 let plane = &x[((n0 + i) * g.cin + c) * hw..][..hw];
-                for oh in 0..g.ho {
-                    let dst = &mut row[i * p + oh * g.wo..][..g.wo];
+                if let Some(spans) = &spans {
+                    // One shifted copy of the plane, then the padding zeroed.
+                    let Some((start, end, at)) = spans[r % kk] else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    dst[..start].fill(0.0);
+                    dst[end..].fill(0.0);
+                    dst[start..end].copy_from_slice(&plane[at..at + end - start]);
+                    zero_wrapped(dst, g.wo, lo, hi);
+                    continue;
+                }
+                for (oh, dst) in dst.chunks_exact_mut(g.wo).enumerate() {
                     let Some(ih) = g.input_row(oh, ki) else {
                         dst.fill(0.0);
                         continue;
@@ -289,19 +318,82 @@ fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
         });
 }
 
+/// A run of one kernel tap of a plane-shifting convolution: output
+/// positions `start..end` of a plane read input positions
+/// `at..at + end - start`. Inside the run, the columns outside the tap's
+/// `valid_cols` wrap onto the neighbouring input row and are padding.
+type Span = (usize, usize, usize);
+
+/// The run of each kernel tap (ki·K + kj) of a plane-shifting convolution
+/// (`None` for a tap that sees no input), or `None` for any other.
+fn shifted_spans(g: &Geom) -> Option<Vec<Option<Span>>> {
+    if !g.shifts_planes() {
+        return None;
+    }
+    let span = |t: usize| {
+        let (ki, kj) = (t / g.k, t % g.k);
+        let (rlo, rhi) = g.valid_rows(ki);
+        let (lo, hi) = g.valid_cols(kj);
+        (rlo < rhi && lo < hi).then(|| {
+            let at = (rlo + ki - g.pads[0]) * g.w + lo + kj - g.pads[2];
+            (rlo * g.wo + lo, (rhi - 1) * g.wo + hi, at)
+        })
+    };
+    Some((0..g.k * g.k).map(span).collect())
+}
+
+/// Zeroes the columns outside `lo..hi` of each `wo`-wide row of `plane`.
+fn zero_wrapped(plane: &mut [f32], wo: usize, lo: usize, hi: usize) {
+    if lo == 0 && hi == wo {
+        return;
+    }
+    for row in plane.chunks_exact_mut(wo) {
+        for v in &mut row[..lo] {
+            *v = 0.0;
+        }
+        for v in &mut row[hi..] {
+            *v = 0.0;
+        }
+    }
+}
+
 /// Adds the column gradient `dcols` (Cin·K·K rows of nb·Ho·Wo) back onto the
 /// input gradient of images `n0..n0 + nb`: `dx` holds exactly those images
 /// (NCHW, zeroed). The transpose of [`im2col`], one input plane per task so
-/// no two tasks write the same element.
-fn col2im(dcols: &[f32], g: &Geom, nb: usize, dx: &mut [f32]) {
+/// no two tasks write the same element. For a plane-shifting convolution
+/// the entries that fall on padding are zeroed in `dcols` first, so each tap
+/// adds one contiguous run.
+fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
     let (p, kk, hw) = (g.pixels(), g.k * g.k, g.h * g.w);
     let (s, left) = (g.stride, g.pads[2]);
+    let spans = shifted_spans(g);
+    if spans.is_some() {
+        dcols
+            .par_chunks_mut(nb * p)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let (lo, hi) = g.valid_cols(r % g.k);
+                for plane in row.chunks_exact_mut(p) {
+                    zero_wrapped(plane, g.wo, lo, hi);
+                }
+            });
+    }
+    let dcols = &*dcols;
     dx.par_chunks_mut(hw).enumerate().for_each(|(q, plane)| {
         let (i, c) = (q / g.cin, q % g.cin);
         for ki in 0..g.k {
             for kj in 0..g.k {
                 let r = c * kk + ki * g.k + kj;
                 let src_rows = &dcols[r * nb * p + i * p..][..p];
+                if let Some(spans) = &spans {
+                    if let Some((start, end, at)) = spans[ki * g.k + kj] {
+                        let dst = &mut plane[at..at + end - start];
+                        for (d, v) in dst.iter_mut().zip(&src_rows[start..end]) {
+                            *d += *v;
+                        }
+                    }
+                    continue;
+                }
                 let (lo, hi) = g.valid_cols(kj);
                 for oh in 0..g.ho {
                     let Some(ih) = g.input_row(oh, ki) else {
