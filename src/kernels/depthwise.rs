@@ -756,7 +756,7 @@ impl CustomOp2 for DepthwiseGradX {
 }
 
 /// (x, gy) -> gradient wrt w: per channel, the correlation of x with gy
-/// summed over the batch. One task per channel, so no cross-task sums.
+/// summed over the batch.
 struct DepthwiseGradW {
     geom: Geom,
 }
@@ -778,22 +778,28 @@ impl CustomOp2 for DepthwiseGradW {
         let gy = f32_data(s2, l2, "output gradient", &g.y_dims())?;
         let plan = Plan::new(*g);
         let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
-        let mut gw = vec![0f32; g.c * kk];
-        gw.par_chunks_mut(kk).enumerate().for_each_init(
+        // Per-plane sums, planes in memory order (so each task streams x
+        // and gy), then the sum over the batch in batch order: the result
+        // does not depend on how rayon splits the work.
+        let mut part = vec![0f32; g.n * g.c * kk];
+        part.par_chunks_mut(kk).enumerate().for_each_init(
             || (vec![0f32; g.x_scratch_len()], vec![[0f32; LANES]; kk]),
-            |(scratch, acc), (ch, out)| {
+            |(scratch, acc), (i, out)| {
                 acc.iter_mut().for_each(|l| *l = [0.0; LANES]);
-                for n in 0..g.n {
-                    let i = n * g.c + ch;
-                    let x = &x[i * in_plane..(i + 1) * in_plane];
-                    let gy = &gy[i * out_plane..(i + 1) * out_plane];
-                    plan.grad_w(x, gy, scratch, acc);
-                }
+                let x = &x[i * in_plane..(i + 1) * in_plane];
+                let gy = &gy[i * out_plane..(i + 1) * out_plane];
+                plan.grad_w(x, gy, scratch, acc);
                 for (o, lanes) in out.iter_mut().zip(acc.iter()) {
                     *o = lanes.iter().sum();
                 }
             },
         );
+        let mut gw = vec![0f32; g.c * kk];
+        for batch in part.chunks_exact(g.c * kk) {
+            for (o, &v) in gw.iter_mut().zip(batch) {
+                *o += v;
+            }
+        }
         Ok((CpuStorage::F32(gw), Shape::from_dims(&g.w_dims())))
     }
 }
