@@ -379,23 +379,18 @@ impl MulAdd for Fused {
 }
 
 /// Runs `$body` with the slices `$wk` and `$offs` rebound to local copies
-/// of fixed length when there are 9 or 25 taps (3x3 and 5x5 kernels): the
-/// compiler then unrolls the tap loops and keeps weights and offsets in
-/// registers (a store to the output could alias the `Plan`'s heap copy, but
-/// not a local). Any other kernel runs the same body with a loop.
+/// of fixed length when their length is one of `$n` (the tap counts of 3x3
+/// and 5x5 kernels, whole or split by stride-2 phase): the compiler then
+/// unrolls the tap loops and keeps weights and offsets in registers (a
+/// store to the output could alias the `Plan`'s heap copy, but not a
+/// local). Any other length runs the same body with a loop.
 macro_rules! with_fixed_taps {
-    ($wk:ident, $offs:ident, $body:expr) => {
-        if let (Ok(w), Ok(o)) = (<&[f32; 9]>::try_from($wk), <&[usize; 9]>::try_from($offs)) {
+    ($wk:ident, $offs:ident, [$($n:literal),*], $body:expr) => {
+        $(if let (Ok(w), Ok(o)) = (<&[f32; $n]>::try_from($wk), <&[usize; $n]>::try_from($offs)) {
             let (w, o) = (*w, *o);
             let ($wk, $offs) = (&w[..], &o[..]);
             $body
-        } else if let (Ok(w), Ok(o)) =
-            (<&[f32; 25]>::try_from($wk), <&[usize; 25]>::try_from($offs))
-        {
-            let (w, o) = (*w, *o);
-            let ($wk, $offs) = (&w[..], &o[..]);
-            $body
-        } else {
+        } else)* {
             $body
         }
     };
@@ -490,9 +485,24 @@ fn merge_row(cols: &[Run], phases: &[f32], pitch: usize, dst: &mut [f32]) {
             };
             let even = &pe[re.j0..re.j0 + re.count];
             let odd = &po[ro.j0..ro.j0 + ro.count];
-            for ((pair, &e), &o) in dst.chunks_exact_mut(2).zip(even).zip(odd) {
-                pair[0] = e;
-                pair[1] = o;
+            // Groups of LANES pairs as fixed-size arrays, which the compiler
+            // turns into vector shuffles, then the last pairs one by one.
+            let (dc, _) = dst.as_chunks_mut::<{ 2 * LANES }>();
+            let (ec, _) = even.as_chunks::<LANES>();
+            let (oc, _) = odd.as_chunks::<LANES>();
+            let mut done = 0;
+            for ((d, e), o) in dc.iter_mut().zip(ec).zip(oc) {
+                // Local copies: a store to `dst` cannot change them.
+                let (e, o) = (*e, *o);
+                for j in 0..LANES {
+                    d[2 * j] = e[j];
+                    d[2 * j + 1] = o[j];
+                }
+                done += LANES;
+            }
+            for (j, (&e, &o)) in even[done..].iter().zip(&odd[done..]).enumerate() {
+                dst[2 * (done + j)] = e;
+                dst[2 * (done + j) + 1] = o;
             }
             if re.count > ro.count {
                 dst[2 * ro.count] = even[ro.count];
@@ -530,7 +540,7 @@ fn fwd_plane<M: MulAdd>(p: &Plan, x: &[f32], wk: &[f32], scratch: &mut [f32], y:
     pack(p, x, scratch);
     let g = &p.g;
     let offs = &p.offs[..];
-    with_fixed_taps!(wk, offs, {
+    with_fixed_taps!(wk, offs, [9, 25], {
         for (oy, orow) in y.chunks_mut(g.wo).enumerate() {
             let base = g.row_base(oy);
             let mut groups = orow.chunks_exact_mut(LANES);
@@ -583,7 +593,7 @@ fn grad_x_plane<M: MulAdd>(
                 let ws = &wsub[first..first + taps.len()];
                 first += taps.len();
                 let offs = &offs[..];
-                with_fixed_taps!(ws, offs, {
+                with_fixed_taps!(ws, offs, [1, 2, 4, 6, 9, 25], {
                     for c in (0..cols.count).step_by(LANES) {
                         let acc = taps_dot::<M>(buf, at_row + cols.j0 + c, ws, offs);
                         let at = b * pitch + cols.j0 + c;
@@ -756,7 +766,7 @@ impl CustomOp2 for DepthwiseGradX {
 }
 
 /// (x, gy) -> gradient wrt w: per channel, the correlation of x with gy
-/// summed over the batch. One task per channel, so no cross-task sums.
+/// summed over the batch.
 struct DepthwiseGradW {
     geom: Geom,
 }
@@ -778,22 +788,28 @@ impl CustomOp2 for DepthwiseGradW {
         let gy = f32_data(s2, l2, "output gradient", &g.y_dims())?;
         let plan = Plan::new(*g);
         let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
-        let mut gw = vec![0f32; g.c * kk];
-        gw.par_chunks_mut(kk).enumerate().for_each_init(
+        // Per-plane sums, planes in memory order (so each task streams x
+        // and gy), then the sum over the batch in batch order: the result
+        // does not depend on how rayon splits the work.
+        let mut part = vec![0f32; g.n * g.c * kk];
+        part.par_chunks_mut(kk).enumerate().for_each_init(
             || (vec![0f32; g.x_scratch_len()], vec![[0f32; LANES]; kk]),
-            |(scratch, acc), (ch, out)| {
+            |(scratch, acc), (i, out)| {
                 acc.iter_mut().for_each(|l| *l = [0.0; LANES]);
-                for n in 0..g.n {
-                    let i = n * g.c + ch;
-                    let x = &x[i * in_plane..(i + 1) * in_plane];
-                    let gy = &gy[i * out_plane..(i + 1) * out_plane];
-                    plan.grad_w(x, gy, scratch, acc);
-                }
+                let x = &x[i * in_plane..(i + 1) * in_plane];
+                let gy = &gy[i * out_plane..(i + 1) * out_plane];
+                plan.grad_w(x, gy, scratch, acc);
                 for (o, lanes) in out.iter_mut().zip(acc.iter()) {
                     *o = lanes.iter().sum();
                 }
             },
         );
+        let mut gw = vec![0f32; g.c * kk];
+        for batch in part.chunks_exact(g.c * kk) {
+            for (o, &v) in gw.iter_mut().zip(batch) {
+                *o += v;
+            }
+        }
         Ok((CpuStorage::F32(gw), Shape::from_dims(&g.w_dims())))
     }
 }
