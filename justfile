@@ -52,6 +52,20 @@ ckplus-subject-10fold root="data/CK+48" *args:
     {{fer}} leaderboard --sweep ckplus-subject-10fold --plot runs/reports/ckplus-subject-10fold.png
     {{fer}} report --sweep ckplus-subject-10fold --out runs/reports/ckplus-subject-10fold
 
+# EfficientNet-Lite0 on CK+48: fine-tuned from ImageNet weights vs from scratch.
+ckplus-lite0 root="data/CK+48" weights="../shared/weights/efficientnet-lite0.safetensors" *args:
+    {{fer}} sweep experiments/ckplus-lite0.toml --set "data.root={{root}}" --set "backbone.0.pretrained={{weights}}" {{args}}
+    {{fer}} leaderboard --sweep ckplus-lite0
+
+# Training-step speed of the six shipped backbones (add --json for machine-readable rows).
+bench *args:
+    {{fer}} bench {{args}}
+
+# fer-lab and PyTorch side by side (needs a Python with torch and torchvision).
+bench-vs-pytorch python="python3" *args:
+    cargo build --release
+    {{python}} bench/vs_pytorch.py {{args}}
+
 # Formatting and lints, as before every commit.
 lint:
     cargo fmt --all -- --check
