@@ -95,7 +95,7 @@ fn unknown_backbone_lists_the_registry() {
     let text = GOOD.replace("name = \"resnet18\"", "name = \"resnet19\"");
     assert_eq!(
         error_text(&text, &[]),
-        "x.toml:18:8: unknown backbone \"resnet19\", expected one of: resnet10, resnet18, resnet34, resnet50, resnet101, resnet152"
+        "x.toml:18:8: unknown backbone \"resnet19\", expected one of: resnet10, resnet18, resnet34, resnet50, resnet101, resnet152, vgg16, vgg16_bn, efficientnet_b0, efficientnet_lite0, densenet121"
     );
 }
 
