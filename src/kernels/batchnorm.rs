@@ -156,13 +156,7 @@ struct BnOp {
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("batch norm: {what} must be f32");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("batch norm: {what} must be contiguous");
-    };
-    Ok(&v[a..b])
+    super::f32_contiguous(s, l, "batch norm", what)
 }
 
 impl BnOp {

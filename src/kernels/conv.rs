@@ -189,14 +189,11 @@ fn valid_range(tap: usize, pad: usize, size: usize, out: usize, stride: usize) -
 
 /// The f32 data of a contiguous CPU operand, checked against its expected size.
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, len: usize, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    let Some((a, b)) = l.contiguous_offsets() else {
-        bail!("conv2d: {what} is not contiguous");
-    };
-    if b - a != len {
-        bail!("conv2d: {what} has {} elements, expected {len}", b - a);
+    let data = super::f32_contiguous(s, l, "conv2d", what)?;
+    if data.len() != len {
+        bail!("conv2d: {what} has {} elements, expected {len}", data.len());
     }
-    Ok(&data[a..b])
+    Ok(data)
 }
 
 /// A strided matrix operand of a GEMM.

@@ -21,7 +21,6 @@
 //! The kernels are compiled twice, plain and with AVX2 + FMA, and the build
 //! the CPU supports is picked at run time.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
@@ -648,22 +647,13 @@ fn grad_w_plane<M: MulAdd>(
 
 /// The contiguous f32 data of one operand, checked against its expected shape.
 fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str, dims: &[usize]) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!(
-            "depthwise_conv2d: {what} should be f32, got {:?}",
-            s.dtype()
-        )
-    };
     if l.dims() != dims {
         bail!(
             "depthwise_conv2d: {what} should have shape {dims:?}, got {:?}",
             l.dims()
         )
     }
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("depthwise_conv2d: {what} should be contiguous"),
-    }
+    super::f32_contiguous(s, l, "depthwise_conv2d", what)
 }
 
 /// The forward convolution, (x, w) -> y; its backward runs the two

@@ -18,6 +18,24 @@ pub fn fast() -> bool {
     *FAST.get_or_init(|| !std::env::var("FER_LAB_PLAIN_KERNELS").is_ok_and(|v| v.trim() == "1"))
 }
 
+/// The f32 elements of a contiguous CPU operand of a kernel (`op` and
+/// `what` name it in errors).
+pub(crate) fn f32_contiguous<'a>(
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+    op: &str,
+    what: &str,
+) -> Result<&'a [f32]> {
+    use candle_core::backend::BackendStorage;
+    let candle_core::CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: {what} should be f32, got {:?}", s.dtype());
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: {what} should be contiguous"),
+    }
+}
+
 /// Pads (N, C, H, W) with zeros: [top, bottom, left, right].
 pub fn pad4(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
     let [t, b, l, r] = pads;

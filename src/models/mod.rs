@@ -105,6 +105,18 @@ const fn resnet_info(name: &'static str, build: Builder) -> BackboneInfo {
     }
 }
 
+const fn efficientnet_info(name: &'static str, build: Builder) -> BackboneInfo {
+    BackboneInfo {
+        name,
+        family: "efficientnet",
+        first_conv: efficientnet::FIRST_CONV,
+        classifier: efficientnet::CLASSIFIER,
+        input: IMAGENET,
+        remap: efficientnet::remap,
+        build,
+    }
+}
+
 pub static REGISTRY: &[BackboneInfo] = &[
     resnet_info("resnet10", resnet!(BlockKind::Basic, [1, 1, 1, 1])),
     resnet_info("resnet18", resnet!(BlockKind::Basic, [2, 2, 2, 2])),
@@ -130,36 +142,20 @@ pub static REGISTRY: &[BackboneInfo] = &[
         remap: vgg::remap,
         build: |pb, cfg| Ok(Box::new(vgg::Vgg::new(pb, cfg, true)?)),
     },
-    BackboneInfo {
-        name: "efficientnet_b0",
-        family: "efficientnet",
-        first_conv: efficientnet::FIRST_CONV,
-        classifier: efficientnet::CLASSIFIER,
-        input: IMAGENET,
-        remap: efficientnet::remap,
-        build: |pb, cfg| {
-            Ok(Box::new(efficientnet::EfficientNet::new(
-                pb,
-                cfg,
-                efficientnet::Variant::B0,
-            )?))
-        },
-    },
-    BackboneInfo {
-        name: "efficientnet_lite0",
-        family: "efficientnet",
-        first_conv: efficientnet::FIRST_CONV,
-        classifier: efficientnet::CLASSIFIER,
-        input: IMAGENET,
-        remap: efficientnet::remap,
-        build: |pb, cfg| {
-            Ok(Box::new(efficientnet::EfficientNet::new(
-                pb,
-                cfg,
-                efficientnet::Variant::Lite0,
-            )?))
-        },
-    },
+    efficientnet_info("efficientnet_b0", |pb, cfg| {
+        Ok(Box::new(efficientnet::EfficientNet::new(
+            pb,
+            cfg,
+            efficientnet::Variant::B0,
+        )?))
+    }),
+    efficientnet_info("efficientnet_lite0", |pb, cfg| {
+        Ok(Box::new(efficientnet::EfficientNet::new(
+            pb,
+            cfg,
+            efficientnet::Variant::Lite0,
+        )?))
+    }),
     BackboneInfo {
         name: "densenet121",
         family: "densenet",
