@@ -2,6 +2,8 @@
 //! and names, batch-norm train/eval behaviour, seeded initialisation, the
 //! padded max-pool against a direct reference, and the optimisers' rules.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use fer_lab::models::{self, ModelConfig, layers};
 use fer_lab::spec::OptimizerKind;
@@ -191,16 +193,7 @@ fn padded_max_pool_matches_reference_forward_and_backward() {
             "{h}x{w}"
         );
         // d(sum(y * r))/dx routes each r to its window's arg-max.
-        let r: Vec<f32> = (0..want.len()).map(|i| 1.0 + i as f32).collect();
-        let rt = Tensor::from_vec(r.clone(), y.dims(), &Device::Cpu).unwrap();
-        let grads = (y * rt).unwrap().sum_all().unwrap().backward().unwrap();
-        let got = grads
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (r, got) = common::ramp_weighted_grad(&y, &x);
         let mut expected = vec![0f32; values.len()];
         for (k, &src) in argmax.iter().enumerate() {
             expected[src] += r[k];

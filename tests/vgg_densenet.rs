@@ -7,6 +7,8 @@
 //! VGG-16 has 138 M parameters (0.55 GB, and as much again for its
 //! gradients), so the tests take turns through one lock.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var};
 use fer_lab::models::{self, ModelConfig, densenet, pretrained, vgg};
 use fer_lab::spec::OptimizerKind;
@@ -429,16 +431,7 @@ fn two_by_two_pools_match_pytorch_forward_and_backward() {
                 );
             }
             // d(sum(y * r))/dx: r to the arg-max (max) or r/4 to each of the window (avg).
-            let r: Vec<f32> = (0..want.len()).map(|i| 1.0 + i as f32).collect();
-            let rt = Tensor::from_vec(r.clone(), y.dims(), &Device::Cpu).unwrap();
-            let grads = (y * rt).unwrap().sum_all().unwrap().backward().unwrap();
-            let got = grads
-                .get(x.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let (r, got) = common::ramp_weighted_grad(&y, &x);
             let mut expected = vec![0f32; values.len()];
             if max {
                 for (k, &src) in arg.iter().enumerate() {

@@ -48,3 +48,19 @@ pub fn count_epochs(db: &Path) -> i64 {
         .and_then(|c| c.query_row("SELECT COUNT(*) FROM epochs", [], |r| r.get(0)))
         .unwrap_or(0)
 }
+
+/// Weights r = 1, 2, 3, ... over `y` (as many as it has elements) and the
+/// gradient d(sum(y * r))/dx, flattened: what a pooling test routes by hand.
+pub fn ramp_weighted_grad(y: &candle_core::Tensor, x: &candle_core::Var) -> (Vec<f32>, Vec<f32>) {
+    let r: Vec<f32> = (0..y.elem_count()).map(|i| 1.0 + i as f32).collect();
+    let rt = candle_core::Tensor::from_vec(r.clone(), y.dims(), y.device()).unwrap();
+    let grads = (y * rt).unwrap().sum_all().unwrap().backward().unwrap();
+    let got = grads
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    (r, got)
+}
