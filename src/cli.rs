@@ -451,12 +451,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Weights {
             command: WeightsCommand::Pull { repo, file, cache },
         } => {
-            if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
-                return Err(UsageError(format!(
-                    "weights pull: expected a repository id like timm/resnet101.tv_in1k, got {repo:?}"
-                ))
-                .into());
-            }
             let path = crate::hub::pull(&repo, &file, cache)?;
             println!("{}", path.display());
             Ok(())

@@ -17,7 +17,10 @@ pub fn offline() -> bool {
 /// if it is not cached yet. `cache`: a cache folder instead of the default.
 pub fn pull(repo: &str, file: &str, cache: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
-        bail!("weights pull: expected a repository id like timm/resnet101.tv_in1k, got {repo:?}");
+        return Err(crate::cli::UsageError(format!(
+            "weights pull: expected a repository id like timm/resnet101.tv_in1k, got {repo:?}"
+        ))
+        .into());
     }
     let cache = match cache {
         Some(dir) => Cache::new(dir),
