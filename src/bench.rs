@@ -6,6 +6,7 @@
 //! run, the machine's practical ceiling, to put the achieved GFLOP/s in
 //! context.
 
+use crate::kernels::profile;
 use crate::models::{self, ModelConfig, layers::flops};
 use crate::spec::OptimizerKind;
 use crate::train::optim::{Hyper, Optimizer};
@@ -23,6 +24,8 @@ pub struct BenchOptions {
     pub steps: usize,
     pub eval_batch: usize,
     pub eval_iters: usize,
+    /// Record the time spent in each kernel during the timed steps.
+    pub profile: bool,
 }
 
 impl Default for BenchOptions {
@@ -34,6 +37,7 @@ impl Default for BenchOptions {
             steps: 10,
             eval_batch: 64,
             eval_iters: 5,
+            profile: false,
         }
     }
 }
@@ -76,6 +80,7 @@ pub struct BenchRow {
     pub train_ms_median: f64,
     pub train_ms_min: f64,
     pub train_ms_max: f64,
+    pub train_ms_mean: f64,
     pub train_images_per_sec: f64,
     pub fwd_ms: f64,
     pub bwd_ms: f64,
@@ -89,6 +94,18 @@ pub struct BenchRow {
     pub achieved_gflops: f64,
     pub loss_first: f64,
     pub loss_last: f64,
+    /// With `profile`: per kernel, milliseconds per training step and calls
+    /// per step, over the timed steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<KernelTime>,
+}
+
+/// Time in one kernel, per training step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub ms_per_step: f64,
+    pub calls_per_step: f64,
 }
 
 /// Fixed grey noise replicated to 3 channels, and labels in 0..7.
@@ -153,6 +170,9 @@ pub fn bench_backbone(
     let (mut total, mut fwd, mut bwd, mut opt) = (vec![], vec![], vec![], vec![]);
     let (mut loss_first, mut loss_last) = (f64::NAN, f64::NAN);
     for i in 0..opts.warmup + opts.steps {
+        if opts.profile && i == opts.warmup {
+            profile::enable(true);
+        }
         let t0 = Instant::now();
         let loss = loss_of(&model.net.forward_t(&x, true)?)?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -177,6 +197,21 @@ pub fn bench_backbone(
             opt.push(o);
         }
     }
+    let kernels = if opts.profile {
+        let recorded = profile::take();
+        profile::enable(false);
+        let steps = opts.steps as f64;
+        recorded
+            .into_iter()
+            .map(|(k, d, c)| KernelTime {
+                kernel: k.to_string(),
+                ms_per_step: d.as_secs_f64() * 1e3 / steps,
+                calls_per_step: c as f64 / steps,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let (xe, _) = batch(opts.eval_batch, opts.size, 1, device)?;
     let mut eval = vec![];
     for i in 0..2 + opts.eval_iters {
@@ -198,6 +233,7 @@ pub fn bench_backbone(
         train_ms_median: t.median,
         train_ms_min: t.min,
         train_ms_max: t.max,
+        train_ms_mean: total.iter().sum::<f64>() / total.len().max(1) as f64,
         train_images_per_sec: opts.batch as f64 / (t.median / 1e3),
         fwd_ms: Spread::of(&fwd).median,
         bwd_ms: Spread::of(&bwd).median,
@@ -209,6 +245,7 @@ pub fn bench_backbone(
         achieved_gflops: train_flops / 1e9 / (t.median / 1e3),
         loss_first,
         loss_last,
+        kernels,
     })
 }
 
@@ -264,6 +301,47 @@ pub fn render(rows: &[BenchRow], matmul: f64) -> String {
         ]);
     }
     format!("{table}\nmatmul 1024^3 in this run: {matmul:.1} GFLOP/s")
+}
+
+/// The per-kernel table of a profiled row, largest first, with the share of
+/// the mean training step.
+pub fn render_kernels(row: &BenchRow) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["kernel", "ms/step", "calls/step", "of step"]);
+    let mut ks = row.kernels.clone();
+    ks.sort_by(|a, b| b.ms_per_step.total_cmp(&a.ms_per_step));
+    let mut sum = 0.0;
+    for k in &ks {
+        // "kernel/part" entries are parts of a kernel already counted.
+        let part = k.kernel.contains('/');
+        if !part {
+            sum += k.ms_per_step;
+        }
+        table.add_row([
+            if part {
+                format!("  {}", k.kernel)
+            } else {
+                k.kernel.clone()
+            },
+            format!("{:.2}", k.ms_per_step),
+            format!("{:.0}", k.calls_per_step),
+            format!("{:.1}%", 100.0 * k.ms_per_step / row.train_ms_mean),
+        ]);
+    }
+    table.add_row([
+        "everything else (candle's ops, autograd)".to_string(),
+        format!("{:.2}", row.train_ms_mean - sum),
+        String::new(),
+        format!(
+            "{:.1}%",
+            100.0 * (row.train_ms_mean - sum) / row.train_ms_mean
+        ),
+    ]);
+    format!(
+        "{}: mean step {:.1} ms\n{table}",
+        row.backbone, row.train_ms_mean
+    )
 }
 
 /// The backbones `--backbone all` times (those the product ships).

@@ -139,6 +139,9 @@ pub enum Command {
         /// One JSON object per backbone, one per line.
         #[arg(long)]
         json: bool,
+        /// Also print the time spent in each kernel per training step.
+        #[arg(long)]
+        profile: bool,
     },
     /// Pretrained weights.
     Weights {
@@ -394,6 +397,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
             steps,
             json,
+            profile,
         } => {
             configure_threads(threads.unwrap_or(0), 1);
             let names: Vec<String> = if backbone == "all" {
@@ -424,6 +428,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 size,
                 batch,
                 steps,
+                profile,
                 ..Default::default()
             };
             let matmul = crate::bench::matmul_gflops(1024, &device)?;
@@ -436,6 +441,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("{v}");
                 } else {
                     eprintln!("{n}: {:.1} train img/s", row.train_images_per_sec);
+                    if profile {
+                        println!("{}", crate::bench::render_kernels(&row));
+                    }
                 }
                 rows.push(row);
             }

@@ -200,6 +200,11 @@ fn matches_reference_on_small_maps() {
         (3, 8, 32, 4, 4, 3, 2, [1; 4]),
         (3, 17, 8, 5, 5, 1, 1, [0; 4]),
         (1, 3, 17, 2, 2, 3, 1, [1; 4]),
+        // Narrow input gradients made from Wᵀ in blocks of 256 rows of
+        // Cin·K·K: one full block and a partial one (360 rows), three (576).
+        (4, 40, 24, 2, 2, 3, 1, [1; 4]),
+        (2, 64, 16, 3, 3, 3, 2, [1; 4]),
+        (3, 64, 33, 2, 2, 3, 1, [0, 1, 0, 1]),
     ];
     for (i, (n, cin, cout, h, w, k, stride, pads)) in cases.into_iter().enumerate() {
         check(

@@ -181,67 +181,69 @@ impl CustomOp3 for BnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "input")?;
-        let gamma = f32_slice(s2, l2, "weight")?;
-        let beta = f32_slice(s3, l3, "bias")?;
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let hw = h * w;
-        if gamma.len() != c || beta.len() != c {
-            candle_core::bail!("batch norm: {c} channels but {} weights", gamma.len());
-        }
-        if self.mode == Mode::Train {
-            let count = (n * hw) as f64;
-            let stats: Vec<Stat> = (0..c)
-                .into_par_iter()
-                .map(|ch| {
-                    let planes = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
-                    let sum: f64 = planes
-                        .clone()
-                        .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
-                        .sum();
-                    let mean = sum / count;
-                    let sq: f64 = planes
-                        .map(|p| {
-                            p.iter()
-                                .map(|&v| {
-                                    let d = v as f64 - mean;
-                                    d * d
-                                })
-                                .sum::<f64>()
-                        })
-                        .sum();
-                    let var = (sq / count) as f32;
-                    Stat {
-                        mean: mean as f32,
-                        var,
-                        inv: 1.0 / (var + self.eps).sqrt(),
+        super::profile::timed(self.name(), || {
+            let x = f32_slice(s1, l1, "input")?;
+            let gamma = f32_slice(s2, l2, "weight")?;
+            let beta = f32_slice(s3, l3, "bias")?;
+            let (n, c, h, w) = l1.shape().dims4()?;
+            let hw = h * w;
+            if gamma.len() != c || beta.len() != c {
+                candle_core::bail!("batch norm: {c} channels but {} weights", gamma.len());
+            }
+            if self.mode == Mode::Train {
+                let count = (n * hw) as f64;
+                let stats: Vec<Stat> = (0..c)
+                    .into_par_iter()
+                    .map(|ch| {
+                        let planes = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
+                        let sum: f64 = planes
+                            .clone()
+                            .map(|p| p.iter().map(|&v| v as f64).sum::<f64>())
+                            .sum();
+                        let mean = sum / count;
+                        let sq: f64 = planes
+                            .map(|p| {
+                                p.iter()
+                                    .map(|&v| {
+                                        let d = v as f64 - mean;
+                                        d * d
+                                    })
+                                    .sum::<f64>()
+                            })
+                            .sum();
+                        let var = (sq / count) as f32;
+                        Stat {
+                            mean: mean as f32,
+                            var,
+                            inv: 1.0 / (var + self.eps).sqrt(),
+                        }
+                    })
+                    .collect();
+                *self.lock()? = stats;
+            }
+            let stats = self.lock()?.clone();
+            let mut y = vec![0f32; x.len()];
+            let relu = self.relu;
+            y.par_chunks_mut(hw)
+                .zip(x.par_chunks(hw))
+                .enumerate()
+                .for_each(|(plane, (yo, xi))| {
+                    let ch = plane % c;
+                    let s = stats[ch];
+                    let scale = s.inv * gamma[ch];
+                    let shift = beta[ch] - s.mean * scale;
+                    if relu {
+                        for (o, &v) in yo.iter_mut().zip(xi) {
+                            *o = (v * scale + shift).max(0.0);
+                        }
+                    } else {
+                        for (o, &v) in yo.iter_mut().zip(xi) {
+                            *o = v * scale + shift;
+                        }
                     }
-                })
-                .collect();
-            *self.lock()? = stats;
-        }
-        let stats = self.lock()?.clone();
-        let mut y = vec![0f32; x.len()];
-        let relu = self.relu;
-        y.par_chunks_mut(hw)
-            .zip(x.par_chunks(hw))
-            .enumerate()
-            .for_each(|(plane, (yo, xi))| {
-                let ch = plane % c;
-                let s = stats[ch];
-                let scale = s.inv * gamma[ch];
-                let shift = beta[ch] - s.mean * scale;
-                if relu {
-                    for (o, &v) in yo.iter_mut().zip(xi) {
-                        *o = (v * scale + shift).max(0.0);
-                    }
-                } else {
-                    for (o, &v) in yo.iter_mut().zip(xi) {
-                        *o = v * scale + shift;
-                    }
-                }
-            });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+                });
+            Ok((CpuStorage::F32(y), l1.shape().clone()))
+        })
     }
 
     fn bwd(
@@ -291,66 +293,68 @@ impl CustomOp3 for BnBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1, "input")?;
-        let y = f32_slice(s2, l2, "output")?;
-        let dy = f32_slice(s3, l3, "output gradient")?;
-        let (n, c, h, w) = l1.shape().dims4()?;
-        let hw = h * w;
-        let relu = self.relu;
-        let masked = |yv: f32, g: f32| if relu && yv <= 0.0 { 0.0 } else { g };
-        // Per channel: sum of dy' and of dy' * xhat.
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
+        super::profile::timed(self.name(), || {
+            let x = f32_slice(s1, l1, "input")?;
+            let y = f32_slice(s2, l2, "output")?;
+            let dy = f32_slice(s3, l3, "output gradient")?;
+            let (n, c, h, w) = l1.shape().dims4()?;
+            let hw = h * w;
+            let relu = self.relu;
+            let masked = |yv: f32, g: f32| if relu && yv <= 0.0 { 0.0 } else { g };
+            // Per channel: sum of dy' and of dy' * xhat.
+            let sums: Vec<(f64, f64)> = (0..c)
+                .into_par_iter()
+                .map(|ch| {
+                    let s = self.stats[ch];
+                    let (mut a, mut b) = (0f64, 0f64);
+                    for i in 0..n {
+                        let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                        let (mut pa, mut pb) = (0f32, 0f32);
+                        for ((&xv, &yv), &g) in x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]) {
+                            let g = masked(yv, g);
+                            pa += g;
+                            pb += g * (xv - s.mean) * s.inv;
+                        }
+                        a += pa as f64;
+                        b += pb as f64;
+                    }
+                    (a, b)
+                })
+                .collect();
+            let count = (n * hw) as f32;
+            let mut out = vec![0f32; x.len() + 2 * c];
+            let (dx, rest) = out.split_at_mut(x.len());
+            dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxo)| {
+                let ch = plane % c;
                 let s = self.stats[ch];
-                let (mut a, mut b) = (0f64, 0f64);
-                for i in 0..n {
-                    let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
-                    let (mut pa, mut pb) = (0f32, 0f32);
-                    for ((&xv, &yv), &g) in x[r.clone()].iter().zip(&y[r.clone()]).zip(&dy[r]) {
-                        let g = masked(yv, g);
-                        pa += g;
-                        pb += g * (xv - s.mean) * s.inv;
+                let k = self.gamma[ch] * s.inv;
+                let r = plane * hw..(plane + 1) * hw;
+                match self.mode {
+                    Mode::Train => {
+                        let mean_g = sums[ch].0 as f32 / count;
+                        let mean_gx = sums[ch].1 as f32 / count;
+                        for (((o, &xv), &yv), &g) in dxo
+                            .iter_mut()
+                            .zip(&x[r.clone()])
+                            .zip(&y[r.clone()])
+                            .zip(&dy[r])
+                        {
+                            let xhat = (xv - s.mean) * s.inv;
+                            *o = k * (masked(yv, g) - mean_g - xhat * mean_gx);
+                        }
                     }
-                    a += pa as f64;
-                    b += pb as f64;
-                }
-                (a, b)
-            })
-            .collect();
-        let count = (n * hw) as f32;
-        let mut out = vec![0f32; x.len() + 2 * c];
-        let (dx, rest) = out.split_at_mut(x.len());
-        dx.par_chunks_mut(hw).enumerate().for_each(|(plane, dxo)| {
-            let ch = plane % c;
-            let s = self.stats[ch];
-            let k = self.gamma[ch] * s.inv;
-            let r = plane * hw..(plane + 1) * hw;
-            match self.mode {
-                Mode::Train => {
-                    let mean_g = sums[ch].0 as f32 / count;
-                    let mean_gx = sums[ch].1 as f32 / count;
-                    for (((o, &xv), &yv), &g) in dxo
-                        .iter_mut()
-                        .zip(&x[r.clone()])
-                        .zip(&y[r.clone()])
-                        .zip(&dy[r])
-                    {
-                        let xhat = (xv - s.mean) * s.inv;
-                        *o = k * (masked(yv, g) - mean_g - xhat * mean_gx);
+                    Mode::Eval => {
+                        for ((o, &yv), &g) in dxo.iter_mut().zip(&y[r.clone()]).zip(&dy[r]) {
+                            *o = k * masked(yv, g);
+                        }
                     }
                 }
-                Mode::Eval => {
-                    for ((o, &yv), &g) in dxo.iter_mut().zip(&y[r.clone()]).zip(&dy[r]) {
-                        *o = k * masked(yv, g);
-                    }
-                }
+            });
+            for (ch, (a, b)) in sums.iter().enumerate() {
+                rest[ch] = *b as f32;
+                rest[c + ch] = *a as f32;
             }
-        });
-        for (ch, (a, b)) in sums.iter().enumerate() {
-            rest[ch] = *b as f32;
-            rest[c + ch] = *a as f32;
-        }
-        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+            Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+        })
     }
 }

@@ -22,6 +22,7 @@
 //! Any other device (CUDA) or dtype takes candle's ops
 //! ([`super::reference_conv2d`]).
 
+use super::transpose::{transpose, transpose_block};
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -40,6 +41,40 @@ const COLS_LIMIT: usize = 1 << 23;
 /// transpose costs.
 const TRANSPOSED_DW_PIXELS: usize = 256;
 
+/// Input gradients whose GEMMs have fewer columns (images·pixels) than this
+/// multiply by a row-major copy of Wᵀ instead of a transposed view of W.
+const TRANSPOSED_W_COLS: usize = 512;
+
+/// Rows of Wᵀ made and multiplied at a time by the narrow input gradient
+/// (Cout x 256 floats: 512 KiB at Cout 512, inside a core's L2).
+const WT_BLOCK: usize = 256;
+
+/// Products (m·n·k) below this run on one thread: splitting costs more.
+const SPLIT_MIN_WORK: usize = 1 << 20;
+
+/// Parts of a split product are multiples of this many rows or columns
+/// (the GEMM's vector width).
+const SPLIT_ALIGN: usize = 16;
+
+/// `dst`'s pointer, shared by the tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to hand disjoint parts of one buffer to rayon's tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer `i` elements on (a method, so closures capture the
+    /// whole `Send` wrapper rather than its raw-pointer field).
+    ///
+    /// # Safety
+    /// `i` must lie inside the buffer.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `i` inside the buffer.
+        unsafe { self.0.add(i) }
+    }
+}
+
 thread_local! {
     /// Reused im2col / column-gradient buffer of the calling thread.
     static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
@@ -48,6 +83,8 @@ thread_local! {
     static MAT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     /// Reused transposed weight gradient (Cin·K·K, Cout).
     static DWT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Reused transposed weight (Cin·K·K, Cout) of the input gradient.
+    static WT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` on the first `len` floats of a thread-local scratch buffer. The
@@ -121,6 +158,20 @@ impl Geom {
             ho: (ph - kh) / stride + 1,
             wo: (pw - kw) / stride + 1,
         })
+    }
+
+    /// Runs `f`, recorded by the profiler under `op/` and this geometry
+    /// (batch x channels x height x width -> out channels, kernel, stride).
+    fn timed<R>(&self, op: &str, f: impl FnOnce() -> R) -> R {
+        super::profile::timed_named(
+            || {
+                format!(
+                    "{op}/{}x{}x{}x{}->{}k{}s{}",
+                    self.n, self.cin, self.h, self.w, self.cout, self.k, self.stride
+                )
+            },
+            f,
+        )
     }
 
     /// Output pixels per image.
@@ -218,6 +269,23 @@ impl View<'_> {
 /// `dst = a x b` (or `dst += a x b` when `accumulate`), `dst` row-major with
 /// rows `dst_rs` apart, on rayon's pool.
 fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) -> Result<()> {
+    gemm_checked(dst, dst_rs, accumulate, a, b, rayon::current_num_threads())
+}
+
+/// `dst = a x b` on the calling thread only (for a task that is one of
+/// several running at once).
+fn gemm_serial(dst: &mut [f32], dst_rs: usize, a: View, b: View) -> Result<()> {
+    gemm_checked(dst, dst_rs, false, a, b, 1)
+}
+
+fn gemm_checked(
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: View,
+    b: View,
+    threads: usize,
+) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let out = View {
         data: dst,
@@ -232,37 +300,61 @@ fn matmul(dst: &mut [f32], dst_rs: usize, accumulate: bool, a: View, b: View) ->
             b.rows
         );
     }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
+    // The gemm crate's own threading gains little on these small products
+    // (often nothing on 2 threads), so a product is split here instead:
+    // the larger of its output dimensions in one part per thread, each part
+    // a single-threaded GEMM on its own rows or columns of `dst`.
+    let parts = if threads > 1 && m * n * k >= SPLIT_MIN_WORK {
+        threads.min(m.max(n) / SPLIT_ALIGN).max(1)
     } else {
-        gemm::Parallelism::None
+        1
     };
-    // SAFETY: every element each operand's strides can reach lies inside its
-    // slice (checked above), `dst` is borrowed mutably and does not alias
-    // the read-only operands.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+    let split_rows = m >= n;
+    let len = if split_rows { m } else { n };
+    let step = len.div_ceil(parts).div_ceil(SPLIT_ALIGN) * SPLIT_ALIGN;
+    let dst_ptr = SendPtr(dst.as_mut_ptr());
+    let run = |start: usize| {
+        let end = (start + step).min(len);
+        let (rows, cols, a_off, b_off, d_off) = if split_rows {
+            (end - start, n, start * a.rs, 0, start * dst_rs)
+        } else {
+            (m, end - start, 0, start * b.cs, start)
+        };
+        // SAFETY: every element each operand's strides can reach lies inside
+        // its slice (checked above); the parts write disjoint rows or columns
+        // of `dst`, which is borrowed mutably and aliases neither operand.
+        super::profile::timed("conv/gemm", || unsafe {
+            gemm::gemm(
+                rows,
+                cols,
+                k,
+                dst_ptr.at(d_off),
+                1,
+                dst_rs as isize,
+                accumulate,
+                a.data.as_ptr().add(a_off),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr().add(b_off),
+                b.cs as isize,
+                b.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        });
+    };
+    if parts == 1 {
+        run(0);
+    } else {
+        (0..len)
+            .step_by(step)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .for_each(run);
     }
     Ok(())
 }
@@ -415,29 +507,6 @@ fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
     });
 }
 
-/// Writes the transpose of `src` (rows, cols), row-major, into `dst`
-/// (cols, rows), in 64x64 tiles, parallel over blocks of destination rows.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const TILE: usize = 64;
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    dst[..rows * cols]
-        .par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(b, block)| {
-            let c0 = b * TILE;
-            for r0 in (0..rows).step_by(TILE) {
-                let r1 = (r0 + TILE).min(rows);
-                for (c, row) in block.chunks_exact_mut(rows).enumerate() {
-                    for (r, d) in (r0..r1).zip(&mut row[r0..r1]) {
-                        *d = src[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
-}
-
 /// Copies images `n0..n0 + nb` of `src` (N, R, P) into `dst` (R, nb·P).
 fn gather(src: &[f32], rows: usize, p: usize, n0: usize, nb: usize, dst: &mut [f32]) {
     dst.par_chunks_mut(nb * p).enumerate().for_each(|(r, row)| {
@@ -470,7 +539,7 @@ fn with_cols<R>(x: &[f32], g: &Geom, n0: usize, nb: usize, f: impl FnOnce(&[f32]
         f(&x[n0 * g.cin * g.pixels()..][..g.cin * g.pixels()])
     } else {
         with_scratch(&COLS, g.ckk() * nb * g.pixels(), |cols| {
-            im2col(x, g, n0, nb, cols);
+            super::profile::timed("conv/im2col", || im2col(x, g, n0, nb, cols));
             f(cols)
         })
     }
@@ -484,7 +553,7 @@ fn with_dy<R>(dy: &[f32], g: &Geom, n0: usize, nb: usize, f: impl FnOnce(&[f32])
         f(&dy[n0 * len..][..len])
     } else {
         with_scratch(&MAT, len, |m| {
-            gather(dy, g.cout, g.pixels(), n0, nb, m);
+            super::profile::timed("conv/gather", || gather(dy, g.cout, g.pixels(), n0, nb, m));
             f(m)
         })
     }
@@ -529,28 +598,34 @@ impl CustomOp2 for Conv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
-        let p = g.pixels();
-        let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
-        let w = f32_data(s2, l2, g.cout * g.ckk(), "weight")?;
-        let w = rows(w, g.cout, g.ckk());
-        let mut y = vec![0.0f32; g.n * g.cout * p];
-        for_chunks(g, |n0, nb| {
-            with_cols(x, g, n0, nb, |cols| {
-                let cols = rows(cols, g.ckk(), nb * p);
-                let out = &mut y[n0 * g.cout * p..(n0 + nb) * g.cout * p];
-                if nb == 1 {
-                    matmul(out, p, false, w, cols)
-                } else {
-                    with_scratch(&MAT, g.cout * nb * p, |m| {
-                        matmul(m, nb * p, false, w, cols)?;
-                        scatter(m, g.cout, p, nb, out);
-                        Ok(())
+        super::profile::timed(self.name(), || {
+            self.g.timed(self.name(), || {
+                let g = &self.g;
+                let p = g.pixels();
+                let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
+                let w = f32_data(s2, l2, g.cout * g.ckk(), "weight")?;
+                let w = rows(w, g.cout, g.ckk());
+                let mut y = vec![0.0f32; g.n * g.cout * p];
+                for_chunks(g, |n0, nb| {
+                    with_cols(x, g, n0, nb, |cols| {
+                        let cols = rows(cols, g.ckk(), nb * p);
+                        let out = &mut y[n0 * g.cout * p..(n0 + nb) * g.cout * p];
+                        if nb == 1 {
+                            matmul(out, p, false, w, cols)
+                        } else {
+                            with_scratch(&MAT, g.cout * nb * p, |m| {
+                                matmul(m, nb * p, false, w, cols)?;
+                                super::profile::timed("conv/scatter", || {
+                                    scatter(m, g.cout, p, nb, out)
+                                });
+                                Ok(())
+                            })
+                        }
                     })
-                }
+                })?;
+                Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
             })
-        })?;
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
+        })
     }
 
     fn bwd(
@@ -594,28 +669,69 @@ impl CustomOp2 for GradInput {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
-        let (p, ckk, image) = (g.pixels(), g.ckk(), g.cin * g.h * g.w);
-        let w = f32_data(s1, l1, g.cout * ckk, "weight")?;
-        let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
-        let mut dx = vec![0.0f32; g.n * image];
-        let wt = transposed(w, g.cout, ckk);
-        for_chunks(g, |n0, nb| {
-            with_dy(dy, g, n0, nb, |dyc| {
-                let dyc = rows(dyc, g.cout, nb * p);
-                let dxc = &mut dx[n0 * image..(n0 + nb) * image];
-                if g.pointwise() && nb == 1 {
-                    matmul(dxc, p, false, wt, dyc)
-                } else {
-                    with_scratch(&COLS, ckk * nb * p, |dcols| {
-                        matmul(dcols, nb * p, false, wt, dyc)?;
-                        col2im(dcols, g, nb, dxc);
-                        Ok(())
+        super::profile::timed(self.name(), || {
+            self.g.timed(self.name(), || {
+                let g = &self.g;
+                let (p, ckk, image) = (g.pixels(), g.ckk(), g.cin * g.h * g.w);
+                let w = f32_data(s1, l1, g.cout * ckk, "weight")?;
+                let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
+                let mut dx = vec![0.0f32; g.n * image];
+                let mut run = |wt: View| {
+                    for_chunks(g, |n0, nb| {
+                        with_dy(dy, g, n0, nb, |dyc| {
+                            let dyc = rows(dyc, g.cout, nb * p);
+                            let dxc = &mut dx[n0 * image..(n0 + nb) * image];
+                            if g.pointwise() && nb == 1 {
+                                matmul(dxc, p, false, wt, dyc)
+                            } else {
+                                with_scratch(&COLS, ckk * nb * p, |dcols| {
+                                    matmul(dcols, nb * p, false, wt, dyc)?;
+                                    super::profile::timed("conv/col2im", || {
+                                        col2im(dcols, g, nb, dxc)
+                                    });
+                                    Ok(())
+                                })
+                            }
+                        })
                     })
+                };
+                if g.chunk() * p < TRANSPOSED_W_COLS && g.chunk() == g.n {
+                    // A narrow product (few pixels) runs 2-3x faster with Wᵀ
+                    // stored row-major than read through a transposed view of
+                    // W. Wᵀ is made a block of rows at a time, each multiplied
+                    // while it is still in cache, one block per task.
+                    with_dy(dy, g, 0, g.n, |dyc| {
+                        let cols = g.n * p;
+                        let dyc = rows(dyc, g.cout, cols);
+                        with_scratch(&COLS, ckk * cols, |dcols| {
+                            let out = SendPtr(dcols.as_mut_ptr());
+                            (0..ckk.div_ceil(WT_BLOCK))
+                                .into_par_iter()
+                                .try_for_each(|b| {
+                                    let (r0, r1) = (b * WT_BLOCK, ((b + 1) * WT_BLOCK).min(ckk));
+                                    with_scratch(&WT, (r1 - r0) * g.cout, |wt| {
+                                        transpose_block(&w[r0..], g.cout, r1 - r0, ckk, wt);
+                                        // SAFETY: block b owns rows r0..r1 of
+                                        // `dcols`; no other task touches them.
+                                        let dst = unsafe {
+                                            std::slice::from_raw_parts_mut(
+                                                out.at(r0 * cols),
+                                                (r1 - r0) * cols,
+                                            )
+                                        };
+                                        gemm_serial(dst, cols, rows(wt, r1 - r0, g.cout), dyc)
+                                    })
+                                })?;
+                            super::profile::timed("conv/col2im", || col2im(dcols, g, g.n, &mut dx));
+                            Ok::<(), candle_core::Error>(())
+                        })
+                    })?;
+                } else {
+                    run(transposed(w, g.cout, ckk))?;
                 }
+                Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
             })
-        })?;
-        Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
+        })
     }
 }
 
@@ -636,38 +752,45 @@ impl CustomOp2 for GradWeight {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.g;
-        let (p, ckk) = (g.pixels(), g.ckk());
-        let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
-        let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
-        let mut dw = vec![0.0f32; g.cout * ckk];
-        if ckk > g.cout && g.n * p >= TRANSPOSED_DW_PIXELS {
-            // A wide dW (more columns than rows) comes out faster as dWᵀ =
-            // cols x dYᵀ, transposed afterwards (cheap next to the GEMM).
-            with_scratch(&DWT, ckk * g.cout, |dwt| {
-                for_chunks(g, |n0, nb| {
-                    with_cols(x, g, n0, nb, |cols| {
-                        with_dy(dy, g, n0, nb, |dyc| {
-                            let cols = rows(cols, ckk, nb * p);
-                            let dyt = transposed(dyc, g.cout, nb * p);
-                            matmul(dwt, g.cout, n0 > 0, cols, dyt)
+        super::profile::timed(self.name(), || {
+            self.g.timed(self.name(), || {
+                let g = &self.g;
+                let (p, ckk) = (g.pixels(), g.ckk());
+                let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
+                let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
+                let mut dw = vec![0.0f32; g.cout * ckk];
+                if ckk > g.cout && g.n * p >= TRANSPOSED_DW_PIXELS {
+                    // A wide dW (more columns than rows) comes out faster as dWᵀ =
+                    // cols x dYᵀ, transposed afterwards (cheap next to the GEMM).
+                    with_scratch(&DWT, ckk * g.cout, |dwt| {
+                        for_chunks(g, |n0, nb| {
+                            with_cols(x, g, n0, nb, |cols| {
+                                with_dy(dy, g, n0, nb, |dyc| {
+                                    let cols = rows(cols, ckk, nb * p);
+                                    let dyt = transposed(dyc, g.cout, nb * p);
+                                    matmul(dwt, g.cout, n0 > 0, cols, dyt)
+                                })
+                            })
+                        })?;
+                        super::profile::timed_named(
+                            || format!("conv/transpose-dwt/{ckk}x{}", g.cout),
+                            || transpose(dwt, ckk, g.cout, &mut dw),
+                        );
+                        Ok::<(), candle_core::Error>(())
+                    })?;
+                } else {
+                    for_chunks(g, |n0, nb| {
+                        with_cols(x, g, n0, nb, |cols| {
+                            with_dy(dy, g, n0, nb, |dyc| {
+                                let colst = transposed(cols, ckk, nb * p);
+                                matmul(&mut dw, ckk, n0 > 0, rows(dyc, g.cout, nb * p), colst)
+                            })
                         })
-                    })
-                })?;
-                transpose(dwt, ckk, g.cout, &mut dw);
-                Ok::<(), candle_core::Error>(())
-            })?;
-        } else {
-            for_chunks(g, |n0, nb| {
-                with_cols(x, g, n0, nb, |cols| {
-                    with_dy(dy, g, n0, nb, |dyc| {
-                        let colst = transposed(cols, ckk, nb * p);
-                        matmul(&mut dw, ckk, n0 > 0, rows(dyc, g.cout, nb * p), colst)
-                    })
-                })
-            })?;
-        }
-        Ok((CpuStorage::F32(dw), Shape::from((g.cout, g.cin, g.k, g.k))))
+                    })?;
+                }
+                Ok((CpuStorage::F32(dw), Shape::from((g.cout, g.cin, g.k, g.k))))
+            })
+        })
     }
 }
 

@@ -674,21 +674,23 @@ impl CustomOp2 for DepthwiseFwd {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.geom;
-        let x = f32_data(s1, l1, "input x", &g.x_dims())?;
-        let w = f32_data(s2, l2, "weight", &g.w_dims())?;
-        let plan = Plan::new(*g);
-        let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
-        let mut y = vec![0f32; g.n * g.c * out_plane];
-        y.par_chunks_mut(out_plane).enumerate().for_each_init(
-            || vec![0f32; g.x_scratch_len()],
-            |scratch, (i, out)| {
-                let ch = i % g.c;
-                let x = &x[i * in_plane..(i + 1) * in_plane];
-                plan.fwd(x, &w[ch * kk..(ch + 1) * kk], scratch, out);
-            },
-        );
-        Ok((CpuStorage::F32(y), Shape::from_dims(&g.y_dims())))
+        super::profile::timed(self.name(), || {
+            let g = &self.geom;
+            let x = f32_data(s1, l1, "input x", &g.x_dims())?;
+            let w = f32_data(s2, l2, "weight", &g.w_dims())?;
+            let plan = Plan::new(*g);
+            let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
+            let mut y = vec![0f32; g.n * g.c * out_plane];
+            y.par_chunks_mut(out_plane).enumerate().for_each_init(
+                || vec![0f32; g.x_scratch_len()],
+                |scratch, (i, out)| {
+                    let ch = i % g.c;
+                    let x = &x[i * in_plane..(i + 1) * in_plane];
+                    plan.fwd(x, &w[ch * kk..(ch + 1) * kk], scratch, out);
+                },
+            );
+            Ok((CpuStorage::F32(y), Shape::from_dims(&g.y_dims())))
+        })
     }
 
     /// Gradients by the fast kernels (not themselves differentiable, so no
@@ -733,25 +735,27 @@ impl CustomOp2 for DepthwiseGradX {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.geom;
-        let gy = f32_data(s1, l1, "output gradient", &g.y_dims())?;
-        let w = f32_data(s2, l2, "weight", &g.w_dims())?;
-        let plan = Plan::new(*g);
-        let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
-        let mut gx = vec![0f32; g.n * g.c * in_plane];
-        gx.par_chunks_mut(in_plane).enumerate().for_each_init(
-            || Scratch {
-                gy: vec![0f32; g.gy_scratch_len()],
-                wk: Vec::with_capacity(kk),
-                row: vec![0f32; g.stride * (g.wq + LANES)],
-            },
-            |scratch, (i, plane)| {
-                let ch = i % g.c;
-                let gy = &gy[i * out_plane..(i + 1) * out_plane];
-                plan.grad_x(gy, &w[ch * kk..(ch + 1) * kk], scratch, plane);
-            },
-        );
-        Ok((CpuStorage::F32(gx), Shape::from_dims(&g.x_dims())))
+        super::profile::timed(self.name(), || {
+            let g = &self.geom;
+            let gy = f32_data(s1, l1, "output gradient", &g.y_dims())?;
+            let w = f32_data(s2, l2, "weight", &g.w_dims())?;
+            let plan = Plan::new(*g);
+            let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
+            let mut gx = vec![0f32; g.n * g.c * in_plane];
+            gx.par_chunks_mut(in_plane).enumerate().for_each_init(
+                || Scratch {
+                    gy: vec![0f32; g.gy_scratch_len()],
+                    wk: Vec::with_capacity(kk),
+                    row: vec![0f32; g.stride * (g.wq + LANES)],
+                },
+                |scratch, (i, plane)| {
+                    let ch = i % g.c;
+                    let gy = &gy[i * out_plane..(i + 1) * out_plane];
+                    plan.grad_x(gy, &w[ch * kk..(ch + 1) * kk], scratch, plane);
+                },
+            );
+            Ok((CpuStorage::F32(gx), Shape::from_dims(&g.x_dims())))
+        })
     }
 }
 
@@ -773,33 +777,35 @@ impl CustomOp2 for DepthwiseGradW {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = &self.geom;
-        let x = f32_data(s1, l1, "input x", &g.x_dims())?;
-        let gy = f32_data(s2, l2, "output gradient", &g.y_dims())?;
-        let plan = Plan::new(*g);
-        let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
-        // Per-plane sums, planes in memory order (so each task streams x
-        // and gy), then the sum over the batch in batch order: the result
-        // does not depend on how rayon splits the work.
-        let mut part = vec![0f32; g.n * g.c * kk];
-        part.par_chunks_mut(kk).enumerate().for_each_init(
-            || (vec![0f32; g.x_scratch_len()], vec![[0f32; LANES]; kk]),
-            |(scratch, acc), (i, out)| {
-                acc.iter_mut().for_each(|l| *l = [0.0; LANES]);
-                let x = &x[i * in_plane..(i + 1) * in_plane];
-                let gy = &gy[i * out_plane..(i + 1) * out_plane];
-                plan.grad_w(x, gy, scratch, acc);
-                for (o, lanes) in out.iter_mut().zip(acc.iter()) {
-                    *o = lanes.iter().sum();
+        super::profile::timed(self.name(), || {
+            let g = &self.geom;
+            let x = f32_data(s1, l1, "input x", &g.x_dims())?;
+            let gy = f32_data(s2, l2, "output gradient", &g.y_dims())?;
+            let plan = Plan::new(*g);
+            let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
+            // Per-plane sums, planes in memory order (so each task streams x
+            // and gy), then the sum over the batch in batch order: the result
+            // does not depend on how rayon splits the work.
+            let mut part = vec![0f32; g.n * g.c * kk];
+            part.par_chunks_mut(kk).enumerate().for_each_init(
+                || (vec![0f32; g.x_scratch_len()], vec![[0f32; LANES]; kk]),
+                |(scratch, acc), (i, out)| {
+                    acc.iter_mut().for_each(|l| *l = [0.0; LANES]);
+                    let x = &x[i * in_plane..(i + 1) * in_plane];
+                    let gy = &gy[i * out_plane..(i + 1) * out_plane];
+                    plan.grad_w(x, gy, scratch, acc);
+                    for (o, lanes) in out.iter_mut().zip(acc.iter()) {
+                        *o = lanes.iter().sum();
+                    }
+                },
+            );
+            let mut gw = vec![0f32; g.c * kk];
+            for batch in part.chunks_exact(g.c * kk) {
+                for (o, &v) in gw.iter_mut().zip(batch) {
+                    *o += v;
                 }
-            },
-        );
-        let mut gw = vec![0f32; g.c * kk];
-        for batch in part.chunks_exact(g.c * kk) {
-            for (o, &v) in gw.iter_mut().zip(batch) {
-                *o += v;
             }
-        }
-        Ok((CpuStorage::F32(gw), Shape::from_dims(&g.w_dims())))
+            Ok((CpuStorage::F32(gw), Shape::from_dims(&g.w_dims())))
+        })
     }
 }

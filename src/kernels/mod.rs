@@ -7,6 +7,9 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod depthwise;
+pub mod pool;
+pub mod profile;
+pub mod transpose;
 
 use candle_core::{Result, Tensor, Var};
 use std::sync::OnceLock;

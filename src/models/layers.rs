@@ -311,12 +311,16 @@ pub fn drop_path(x: &Tensor, p: f32, train: bool, store: &ParamStore) -> Result<
 /// 3x3 max-pool, stride 2, padding 1 (torchvision's ResNet and DenseNet
 /// stem), for inputs >= 0.
 ///
-/// candle's `max_pool2d` has no padding and its backward needs kernel ==
-/// stride, so this is composed from ops that all have gradients: a separable
-/// stride-1 max over shifted views, then every second row and column. Zero
-/// padding equals PyTorch's -inf padding here because the input follows a
-/// ReLU.
+/// On the CPU (f32) this is [`kernels::pool::max_pool2d`]. Elsewhere (and
+/// with `FER_LAB_PLAIN_KERNELS=1`), since candle's `max_pool2d` has no
+/// padding and its backward needs kernel == stride, it is composed from ops
+/// that all have gradients: a separable stride-1 max over shifted views,
+/// then every second row and column. Zero padding equals PyTorch's -inf
+/// padding here because the input follows a ReLU.
 pub fn max_pool_3x3_s2_after_relu(x: &Tensor) -> Result<Tensor> {
+    if kernels::fast() && kernels::pool::supported(x) {
+        return kernels::pool::max_pool2d(x, 3, 2, 1);
+    }
     let (_, _, h, w) = x.dims4()?;
     let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
     let rows = p

@@ -116,12 +116,16 @@ impl Vgg {
 
 /// `MaxPool2d(2, 2)` (floor mode: an odd last row / column is dropped).
 ///
-/// Composed from ops whose gradients are right: candle's own `max_pool2d`
+/// On the CPU (f32) this is [`crate::kernels::pool::max_pool2d`]. Elsewhere
+/// it is composed from ops whose gradients are right: candle's own `max_pool2d`
 /// backward scales each gradient by the window's share of maxima (1/4 for
 /// a unique maximum) instead of routing it whole to the maximum. The input
 /// is folded into 2 x 2 windows and reduced with `maximum`, which sends a
 /// gradient to the larger element (half to each of a tie).
 pub fn max_pool_2x2(x: &Tensor) -> Result<Tensor> {
+    if crate::kernels::fast() && crate::kernels::pool::supported(x) {
+        return crate::kernels::pool::max_pool2d(x, 2, 2, 0);
+    }
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = (h / 2, w / 2);
     let x = if h % 2 == 1 || w % 2 == 1 {

@@ -217,21 +217,24 @@ impl InplaceOp2 for FusedStep<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<()> {
-        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
-            candle_core::bail!("fused optimizer step expects f32 parameters and gradients");
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("fused optimizer step expects contiguous tensors");
-        };
-        let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
-        let mut m = self.m.borrow_mut();
-        let mut v = self.v.borrow_mut();
-        let c = self.coef;
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            c.apply(p, g, m, v);
-        }
-        Ok(())
+        crate::kernels::profile::timed(self.name(), || {
+            let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
+                candle_core::bail!("fused optimizer step expects f32 parameters and gradients");
+            };
+            let (Some((p0, p1)), Some((g0, g1))) =
+                (l1.contiguous_offsets(), l2.contiguous_offsets())
+            else {
+                candle_core::bail!("fused optimizer step expects contiguous tensors");
+            };
+            let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
+            let mut m = self.m.borrow_mut();
+            let mut v = self.v.borrow_mut();
+            let c = self.coef;
+            for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                c.apply(p, g, m, v);
+            }
+            Ok(())
+        })
     }
 }
 
