@@ -3,7 +3,7 @@
 //! evaluation, on seeded random inputs of several shapes.
 
 use candle_core::{Device, Tensor, Var};
-use fer_lab::kernels::{BnParams, batchnorm};
+use fer_lab::kernels::{Act, BnParams, batchnorm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -40,7 +40,8 @@ impl Case {
         let c = shape[1];
         Self {
             x: Var::from_tensor(&random(&mut rng, &shape, -2.0, 3.0)).unwrap(),
-            gamma: Var::from_tensor(&random(&mut rng, &[c], 0.5, 1.5)).unwrap(),
+            // Up to 4, so ReLU6's cap is reached.
+            gamma: Var::from_tensor(&random(&mut rng, &[c], 0.5, 4.0)).unwrap(),
             beta: Var::from_tensor(&random(&mut rng, &[c], -0.5, 0.5)).unwrap(),
             mean: Var::from_tensor(&random(&mut rng, &[c], -0.2, 0.2)).unwrap(),
             var: Var::from_tensor(&random(&mut rng, &[c], 0.5, 1.5)).unwrap(),
@@ -62,14 +63,14 @@ impl Case {
     /// Output, grads of (x, gamma, beta), running mean and var after one call.
     fn run(
         &self,
-        f: fn(&Tensor, &BnParams, bool) -> candle_core::Result<Tensor>,
-        relu: bool,
+        f: fn(&Tensor, &BnParams, Act) -> candle_core::Result<Tensor>,
+        act: Act,
     ) -> Vec<Tensor> {
         let (m0, v0) = (
             self.mean.as_tensor().copy().unwrap(),
             self.var.as_tensor().copy().unwrap(),
         );
-        let y = f(self.x.as_tensor(), &self.params(), relu).unwrap();
+        let y = f(self.x.as_tensor(), &self.params(), act).unwrap();
         let loss = (&y * &self.r).unwrap().sum_all().unwrap();
         let g = loss.backward().unwrap();
         let out = vec![
@@ -96,6 +97,7 @@ fn fused_batch_norm_matches_plain_ops() {
         "running mean",
         "running var",
     ];
+    let mut capped = 0;
     for (seed, shape) in [
         [2, 3, 5, 5],
         [1, 8, 4, 6],
@@ -107,37 +109,51 @@ fn fused_batch_norm_matches_plain_ops() {
     .enumerate()
     {
         let case = Case::new(seed as u64, shape);
-        for relu in [false, true] {
+        for act in [Act::Identity, Act::Relu, Act::Relu6, Act::Silu] {
             for train in [true, false] {
                 let (a, b) = if train {
                     (
-                        case.run(batchnorm::batch_norm_train, relu),
-                        case.run(batchnorm::reference_train, relu),
+                        case.run(batchnorm::batch_norm_train, act),
+                        case.run(batchnorm::reference_train, act),
                     )
                 } else {
                     (
-                        case.run(batchnorm::batch_norm_eval, relu),
-                        case.run(batchnorm::reference_eval, relu),
+                        case.run(batchnorm::batch_norm_eval, act),
+                        case.run(batchnorm::reference_eval, act),
                     )
                 };
+                if act == Act::Relu6 {
+                    capped += a[0]
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()
+                        .iter()
+                        .filter(|&&v| v == 6.0)
+                        .count();
+                }
                 for ((name, x), y) in names.iter().zip(&a).zip(&b) {
                     let e = max_rel(x, y);
                     assert!(
                         e < 1e-4,
-                        "{name}, shape {shape:?}, relu {relu}, train {train}: relative error {e}"
+                        "{name}, shape {shape:?}, {act:?}, train {train}: relative error {e}"
                     );
                 }
             }
         }
     }
+    assert!(
+        capped > 0,
+        "no output reached ReLU6's cap: the test misses it"
+    );
 }
 
 #[test]
 fn training_moves_running_stats_and_evaluation_does_not() {
     let case = Case::new(9, [4, 3, 4, 4]);
     let before = case.mean.as_tensor().to_vec1::<f32>().unwrap();
-    batchnorm::batch_norm_eval(case.x.as_tensor(), &case.params(), false).unwrap();
+    batchnorm::batch_norm_eval(case.x.as_tensor(), &case.params(), Act::Identity).unwrap();
     assert_eq!(case.mean.as_tensor().to_vec1::<f32>().unwrap(), before);
-    batchnorm::batch_norm_train(case.x.as_tensor(), &case.params(), false).unwrap();
+    batchnorm::batch_norm_train(case.x.as_tensor(), &case.params(), Act::Identity).unwrap();
     assert_ne!(case.mean.as_tensor().to_vec1::<f32>().unwrap(), before);
 }

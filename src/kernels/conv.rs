@@ -368,6 +368,7 @@ fn im2col(x: &[f32], g: &Geom, n0: usize, nb: usize, cols: &mut [f32]) {
     let spans = shifted_spans(g);
     cols.par_chunks_mut(nb * p)
         .enumerate()
+        .with_min_len(super::min_len(nb * p))
         .for_each(|(r, row)| {
             let (c, ki, kj) = (r / kk, (r % kk) / g.k, r % g.k);
             let (lo, hi) = g.valid_cols(kj);
@@ -460,6 +461,7 @@ fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
         dcols
             .par_chunks_mut(nb * p)
             .enumerate()
+            .with_min_len(super::min_len(nb * p))
             .for_each(|(r, row)| {
                 let (lo, hi) = g.valid_cols(r % g.k);
                 for plane in row.chunks_exact_mut(p) {
@@ -468,60 +470,69 @@ fn col2im(dcols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32]) {
             });
     }
     let dcols = &*dcols;
-    dx.par_chunks_mut(hw).enumerate().for_each(|(q, plane)| {
-        let (i, c) = (q / g.cin, q % g.cin);
-        for ki in 0..g.k {
-            for kj in 0..g.k {
-                let r = c * kk + ki * g.k + kj;
-                let src_rows = &dcols[r * nb * p + i * p..][..p];
-                if let Some(spans) = &spans {
-                    if let Some((start, end, at)) = spans[ki * g.k + kj] {
-                        let dst = &mut plane[at..at + end - start];
-                        for (d, v) in dst.iter_mut().zip(&src_rows[start..end]) {
-                            *d += *v;
+    dx.par_chunks_mut(hw)
+        .enumerate()
+        .with_min_len(super::min_len(hw * kk))
+        .for_each(|(q, plane)| {
+            let (i, c) = (q / g.cin, q % g.cin);
+            for ki in 0..g.k {
+                for kj in 0..g.k {
+                    let r = c * kk + ki * g.k + kj;
+                    let src_rows = &dcols[r * nb * p + i * p..][..p];
+                    if let Some(spans) = &spans {
+                        if let Some((start, end, at)) = spans[ki * g.k + kj] {
+                            let dst = &mut plane[at..at + end - start];
+                            for (d, v) in dst.iter_mut().zip(&src_rows[start..end]) {
+                                *d += *v;
+                            }
                         }
-                    }
-                    continue;
-                }
-                let (lo, hi) = g.valid_cols(kj);
-                for oh in 0..g.ho {
-                    let Some(ih) = g.input_row(oh, ki) else {
                         continue;
-                    };
-                    let src = &src_rows[oh * g.wo + lo..oh * g.wo + hi];
-                    let dst = &mut plane[ih * g.w..][..g.w];
-                    if s == 1 {
-                        let iw = lo + kj - left;
-                        for (d, v) in dst[iw..iw + hi - lo].iter_mut().zip(src) {
-                            *d += *v;
-                        }
-                    } else {
-                        let dst = dst[lo * s + kj - left..].iter_mut().step_by(s);
-                        for (d, v) in dst.zip(src) {
-                            *d += *v;
+                    }
+                    let (lo, hi) = g.valid_cols(kj);
+                    for oh in 0..g.ho {
+                        let Some(ih) = g.input_row(oh, ki) else {
+                            continue;
+                        };
+                        let src = &src_rows[oh * g.wo + lo..oh * g.wo + hi];
+                        let dst = &mut plane[ih * g.w..][..g.w];
+                        if s == 1 {
+                            let iw = lo + kj - left;
+                            for (d, v) in dst[iw..iw + hi - lo].iter_mut().zip(src) {
+                                *d += *v;
+                            }
+                        } else {
+                            let dst = dst[lo * s + kj - left..].iter_mut().step_by(s);
+                            for (d, v) in dst.zip(src) {
+                                *d += *v;
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Copies images `n0..n0 + nb` of `src` (N, R, P) into `dst` (R, nb·P).
 fn gather(src: &[f32], rows: usize, p: usize, n0: usize, nb: usize, dst: &mut [f32]) {
-    dst.par_chunks_mut(nb * p).enumerate().for_each(|(r, row)| {
-        for (i, d) in row.chunks_exact_mut(p).enumerate() {
-            d.copy_from_slice(&src[((n0 + i) * rows + r) * p..][..p]);
-        }
-    });
+    dst.par_chunks_mut(nb * p)
+        .enumerate()
+        .with_min_len(super::min_len(nb * p))
+        .for_each(|(r, row)| {
+            for (i, d) in row.chunks_exact_mut(p).enumerate() {
+                d.copy_from_slice(&src[((n0 + i) * rows + r) * p..][..p]);
+            }
+        });
 }
 
 /// Copies `src` (R, nb·P) into `dst` (nb, R, P): the inverse of [`gather`].
 fn scatter(src: &[f32], rows: usize, p: usize, nb: usize, dst: &mut [f32]) {
-    dst.par_chunks_mut(p).enumerate().for_each(|(q, d)| {
-        let (i, r) = (q / rows, q % rows);
-        d.copy_from_slice(&src[r * nb * p + i * p..][..p]);
-    });
+    dst.par_chunks_mut(p)
+        .enumerate()
+        .with_min_len(super::min_len(p))
+        .for_each(|(q, d)| {
+            let (i, r) = (q / rows, q % rows);
+            d.copy_from_slice(&src[r * nb * p + i * p..][..p]);
+        });
 }
 
 /// Calls `f(n0, nb)` for each chunk of images, in order.
@@ -581,6 +592,64 @@ fn transposed(data: &[f32], rows: usize, cols: usize) -> View<'_> {
     }
 }
 
+/// y = conv(x, w) for `g`, NCHW.
+fn forward(x: &[f32], w: &[f32], g: &Geom) -> Result<Vec<f32>> {
+    let p = g.pixels();
+    let w = rows(w, g.cout, g.ckk());
+    let mut y = vec![0.0f32; g.n * g.cout * p];
+    for_chunks(g, |n0, nb| {
+        with_cols(x, g, n0, nb, |cols| {
+            let cols = rows(cols, g.ckk(), nb * p);
+            let out = &mut y[n0 * g.cout * p..(n0 + nb) * g.cout * p];
+            if nb == 1 {
+                matmul(out, p, false, w, cols)
+            } else {
+                with_scratch(&MAT, g.cout * nb * p, |m| {
+                    matmul(m, nb * p, false, w, cols)?;
+                    super::profile::timed("conv/scatter", || scatter(m, g.cout, p, nb, out));
+                    Ok(())
+                })
+            }
+        })
+    })?;
+    Ok(y)
+}
+
+/// The geometry and weight that give a stride-1 convolution's input
+/// gradient as a forward convolution of its output gradient: dx = conv(dy,
+/// W'), W'[c, co, i, j] = W[co, c, K-1-i, K-1-j], padding K-1-p per side.
+/// None where that does not apply (stride > 1, 1x1 kernels, a padding of
+/// K or more) or does not pay (W' as large as the column matrix it saves).
+fn grad_input_as_conv(g: &Geom, w: &[f32]) -> Result<Option<(Geom, Vec<f32>)>> {
+    let (k, kk) = (g.k, g.k * g.k);
+    if k == 1 || g.stride != 1 || g.pads.iter().any(|&p| p >= k) {
+        return Ok(None);
+    }
+    if g.cout * g.ckk() > g.ckk() * g.n * g.pixels() {
+        return Ok(None);
+    }
+    let [t, b, l, r] = g.pads;
+    let gt = Geom::new(
+        (g.n, g.cout, g.ho, g.wo),
+        (g.cin, g.cout, k, k),
+        1,
+        [k - 1 - t, k - 1 - b, k - 1 - l, k - 1 - r],
+    )?;
+    debug_assert_eq!((gt.ho, gt.wo), (g.h, g.w));
+    let mut wf = vec![0f32; w.len()];
+    wf.par_chunks_mut(g.cout * kk)
+        .enumerate()
+        .for_each(|(c, row)| {
+            for (co, taps) in row.chunks_exact_mut(kk).enumerate() {
+                let src = &w[(co * g.cin + c) * kk..][..kk];
+                for (d, s) in taps.iter_mut().zip(src.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        });
+    Ok(Some((gt, wf)))
+}
+
 /// The convolution: (x, w) -> y, with both gradients below.
 struct Conv {
     g: Geom,
@@ -601,28 +670,9 @@ impl CustomOp2 for Conv {
         super::profile::timed(self.name(), || {
             self.g.timed(self.name(), || {
                 let g = &self.g;
-                let p = g.pixels();
                 let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
                 let w = f32_data(s2, l2, g.cout * g.ckk(), "weight")?;
-                let w = rows(w, g.cout, g.ckk());
-                let mut y = vec![0.0f32; g.n * g.cout * p];
-                for_chunks(g, |n0, nb| {
-                    with_cols(x, g, n0, nb, |cols| {
-                        let cols = rows(cols, g.ckk(), nb * p);
-                        let out = &mut y[n0 * g.cout * p..(n0 + nb) * g.cout * p];
-                        if nb == 1 {
-                            matmul(out, p, false, w, cols)
-                        } else {
-                            with_scratch(&MAT, g.cout * nb * p, |m| {
-                                matmul(m, nb * p, false, w, cols)?;
-                                super::profile::timed("conv/scatter", || {
-                                    scatter(m, g.cout, p, nb, out)
-                                });
-                                Ok(())
-                            })
-                        }
-                    })
-                })?;
+                let y = forward(x, w, g)?;
                 Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.ho, g.wo))))
             })
         })
@@ -675,6 +725,10 @@ impl CustomOp2 for GradInput {
                 let (p, ckk, image) = (g.pixels(), g.ckk(), g.cin * g.h * g.w);
                 let w = f32_data(s1, l1, g.cout * ckk, "weight")?;
                 let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
+                if let Some((gt, wf)) = grad_input_as_conv(g, w)? {
+                    let dx = gt.timed("fer-conv2d-grad-input-as-conv", || forward(dy, &wf, &gt))?;
+                    return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))));
+                }
                 let mut dx = vec![0.0f32; g.n * image];
                 let mut run = |wt: View| {
                     for_chunks(g, |n0, nb| {

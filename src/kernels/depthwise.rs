@@ -681,14 +681,17 @@ impl CustomOp2 for DepthwiseFwd {
             let plan = Plan::new(*g);
             let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
             let mut y = vec![0f32; g.n * g.c * out_plane];
-            y.par_chunks_mut(out_plane).enumerate().for_each_init(
-                || vec![0f32; g.x_scratch_len()],
-                |scratch, (i, out)| {
-                    let ch = i % g.c;
-                    let x = &x[i * in_plane..(i + 1) * in_plane];
-                    plan.fwd(x, &w[ch * kk..(ch + 1) * kk], scratch, out);
-                },
-            );
+            y.par_chunks_mut(out_plane)
+                .enumerate()
+                .with_min_len(super::min_len(out_plane * kk))
+                .for_each_init(
+                    || vec![0f32; g.x_scratch_len()],
+                    |scratch, (i, out)| {
+                        let ch = i % g.c;
+                        let x = &x[i * in_plane..(i + 1) * in_plane];
+                        plan.fwd(x, &w[ch * kk..(ch + 1) * kk], scratch, out);
+                    },
+                );
             Ok((CpuStorage::F32(y), Shape::from_dims(&g.y_dims())))
         })
     }
@@ -742,18 +745,21 @@ impl CustomOp2 for DepthwiseGradX {
             let plan = Plan::new(*g);
             let (kk, in_plane, out_plane) = (g.k * g.k, g.h * g.w, g.ho * g.wo);
             let mut gx = vec![0f32; g.n * g.c * in_plane];
-            gx.par_chunks_mut(in_plane).enumerate().for_each_init(
-                || Scratch {
-                    gy: vec![0f32; g.gy_scratch_len()],
-                    wk: Vec::with_capacity(kk),
-                    row: vec![0f32; g.stride * (g.wq + LANES)],
-                },
-                |scratch, (i, plane)| {
-                    let ch = i % g.c;
-                    let gy = &gy[i * out_plane..(i + 1) * out_plane];
-                    plan.grad_x(gy, &w[ch * kk..(ch + 1) * kk], scratch, plane);
-                },
-            );
+            gx.par_chunks_mut(in_plane)
+                .enumerate()
+                .with_min_len(super::min_len(in_plane * kk))
+                .for_each_init(
+                    || Scratch {
+                        gy: vec![0f32; g.gy_scratch_len()],
+                        wk: Vec::with_capacity(kk),
+                        row: vec![0f32; g.stride * (g.wq + LANES)],
+                    },
+                    |scratch, (i, plane)| {
+                        let ch = i % g.c;
+                        let gy = &gy[i * out_plane..(i + 1) * out_plane];
+                        plan.grad_x(gy, &w[ch * kk..(ch + 1) * kk], scratch, plane);
+                    },
+                );
             Ok((CpuStorage::F32(gx), Shape::from_dims(&g.x_dims())))
         })
     }
@@ -787,18 +793,21 @@ impl CustomOp2 for DepthwiseGradW {
             // and gy), then the sum over the batch in batch order: the result
             // does not depend on how rayon splits the work.
             let mut part = vec![0f32; g.n * g.c * kk];
-            part.par_chunks_mut(kk).enumerate().for_each_init(
-                || (vec![0f32; g.x_scratch_len()], vec![[0f32; LANES]; kk]),
-                |(scratch, acc), (i, out)| {
-                    acc.iter_mut().for_each(|l| *l = [0.0; LANES]);
-                    let x = &x[i * in_plane..(i + 1) * in_plane];
-                    let gy = &gy[i * out_plane..(i + 1) * out_plane];
-                    plan.grad_w(x, gy, scratch, acc);
-                    for (o, lanes) in out.iter_mut().zip(acc.iter()) {
-                        *o = lanes.iter().sum();
-                    }
-                },
-            );
+            part.par_chunks_mut(kk)
+                .enumerate()
+                .with_min_len(super::min_len(out_plane * kk))
+                .for_each_init(
+                    || (vec![0f32; g.x_scratch_len()], vec![[0f32; LANES]; kk]),
+                    |(scratch, acc), (i, out)| {
+                        acc.iter_mut().for_each(|l| *l = [0.0; LANES]);
+                        let x = &x[i * in_plane..(i + 1) * in_plane];
+                        let gy = &gy[i * out_plane..(i + 1) * out_plane];
+                        plan.grad_w(x, gy, scratch, acc);
+                        for (o, lanes) in out.iter_mut().zip(acc.iter()) {
+                            *o = lanes.iter().sum();
+                        }
+                    },
+                );
             let mut gw = vec![0f32; g.c * kk];
             for batch in part.chunks_exact(g.c * kk) {
                 for (o, &v) in gw.iter_mut().zip(batch) {

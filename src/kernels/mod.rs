@@ -11,6 +11,7 @@ pub mod pool;
 pub mod profile;
 pub mod transpose;
 
+pub use batchnorm::Act;
 use candle_core::{Result, Tensor, Var};
 use std::sync::OnceLock;
 
@@ -19,6 +20,16 @@ use std::sync::OnceLock;
 pub fn fast() -> bool {
     static FAST: OnceLock<bool> = OnceLock::new();
     *FAST.get_or_init(|| !std::env::var("FER_LAB_PLAIN_KERNELS").is_ok_and(|v| v.trim() == "1"))
+}
+
+/// Work (in elements touched) below which a parallel task is not worth
+/// rayon's hand-off: small late-stage layers would otherwise be cut into
+/// thousands of tasks of a few dozen floats each.
+const GRAIN: usize = 1 << 14;
+
+/// The fewest items per rayon task when each item touches `item` elements.
+pub(crate) fn min_len(item: usize) -> usize {
+    (GRAIN / item.max(1)).max(1)
 }
 
 /// The f32 elements of a contiguous CPU operand of a kernel (`op` and
@@ -109,20 +120,20 @@ pub struct BnParams<'a> {
     pub momentum: f64,
 }
 
-/// Batch norm with batch statistics (+ ReLU); moves the running statistics.
-pub fn batch_norm_train(x: &Tensor, p: &BnParams, relu: bool) -> Result<Tensor> {
+/// Batch norm with batch statistics, then `act`; moves the running statistics.
+pub fn batch_norm_train(x: &Tensor, p: &BnParams, act: Act) -> Result<Tensor> {
     if fast() {
-        batchnorm::batch_norm_train(x, p, relu)
+        batchnorm::batch_norm_train(x, p, act)
     } else {
-        batchnorm::reference_train(x, p, relu)
+        batchnorm::reference_train(x, p, act)
     }
 }
 
-/// Batch norm with the running statistics (+ ReLU).
-pub fn batch_norm_eval(x: &Tensor, p: &BnParams, relu: bool) -> Result<Tensor> {
+/// Batch norm with the running statistics, then `act`.
+pub fn batch_norm_eval(x: &Tensor, p: &BnParams, act: Act) -> Result<Tensor> {
     if fast() {
-        batchnorm::batch_norm_eval(x, p, relu)
+        batchnorm::batch_norm_eval(x, p, act)
     } else {
-        batchnorm::reference_eval(x, p, relu)
+        batchnorm::reference_eval(x, p, act)
     }
 }

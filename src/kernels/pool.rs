@@ -96,14 +96,17 @@ impl CustomOp1 for MaxPool {
             let x = super::f32_contiguous(s, l, "max_pool2d", "input")?;
             let (hw, p) = (g.h * g.w, g.ho * g.wo);
             let mut y = vec![0f32; g.planes * p];
-            y.par_chunks_mut(p).enumerate().for_each(|(q, out)| {
-                let plane = &x[q * hw..][..hw];
-                for oh in 0..g.ho {
-                    for ow in 0..g.wo {
-                        out[oh * g.wo + ow] = plane[g.argmax(plane, oh, ow)];
+            y.par_chunks_mut(p)
+                .enumerate()
+                .with_min_len(super::min_len(p * g.k * g.k))
+                .for_each(|(q, out)| {
+                    let plane = &x[q * hw..][..hw];
+                    for oh in 0..g.ho {
+                        for ow in 0..g.wo {
+                            out[oh * g.wo + ow] = plane[g.argmax(plane, oh, ow)];
+                        }
                     }
-                }
-            });
+                });
             Ok((CpuStorage::F32(y), out_shape(l.dims(), g)))
         })
     }
@@ -144,15 +147,18 @@ impl CustomOp2 for MaxPoolGrad {
                 bail!("max_pool2d backward: operands do not match the forward's shapes");
             }
             let mut dx = vec![0f32; g.planes * hw];
-            dx.par_chunks_mut(hw).enumerate().for_each(|(q, grad)| {
-                let plane = &x[q * hw..][..hw];
-                let d = &dy[q * p..][..p];
-                for oh in 0..g.ho {
-                    for ow in 0..g.wo {
-                        grad[g.argmax(plane, oh, ow)] += d[oh * g.wo + ow];
+            dx.par_chunks_mut(hw)
+                .enumerate()
+                .with_min_len(super::min_len(p * g.k * g.k))
+                .for_each(|(q, grad)| {
+                    let plane = &x[q * hw..][..hw];
+                    let d = &dy[q * p..][..p];
+                    for oh in 0..g.ho {
+                        for ow in 0..g.wo {
+                            grad[g.argmax(plane, oh, ow)] += d[oh * g.wo + ow];
+                        }
                     }
-                }
-            });
+                });
             Ok((CpuStorage::F32(dx), Shape::from(l1.dims())))
         })
     }

@@ -27,6 +27,7 @@ use super::layers::{
 };
 use super::params::{Init, ParamBuilder, ParamStore};
 use super::{Backbone, ModelConfig};
+use crate::kernels::Act;
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module};
 use std::sync::Arc;
@@ -122,13 +123,14 @@ impl Variant {
         }
     }
 
-    /// Batch norm followed by the variant's activation: SiLU, or ReLU6
-    /// as the fused batch-norm ReLU capped at 6.
+    /// Batch norm followed by the variant's activation (SiLU, or ReLU6),
+    /// fused where the kernel allows.
     fn bn_act(self, bn: &BatchNorm2d, x: &Tensor, train: bool) -> Result<Tensor> {
-        match self {
-            Variant::B0 => bn.forward_t(x, train)?.silu(),
-            Variant::Lite0 => bn.forward_act(x, train, true)?.minimum(6.0),
-        }
+        let act = match self {
+            Variant::B0 => Act::Silu,
+            Variant::Lite0 => Act::Relu6,
+        };
+        bn.forward_with(x, train, act)
     }
 }
 

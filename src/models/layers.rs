@@ -205,6 +205,16 @@ impl BatchNorm2d {
 
     /// Batch norm, then ReLU when `relu` (fused where the kernel allows).
     pub fn forward_act(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let act = if relu {
+            kernels::Act::Relu
+        } else {
+            kernels::Act::Identity
+        };
+        self.forward_with(x, train, act)
+    }
+
+    /// Batch norm, then `act` (fused where the kernel allows).
+    pub fn forward_with(&self, x: &Tensor, train: bool, act: kernels::Act) -> Result<Tensor> {
         let p = kernels::BnParams {
             weight: &self.weight,
             bias: &self.bias,
@@ -214,9 +224,9 @@ impl BatchNorm2d {
             momentum: self.momentum,
         };
         if train {
-            kernels::batch_norm_train(x, &p, relu)
+            kernels::batch_norm_train(x, &p, act)
         } else {
-            kernels::batch_norm_eval(x, &p, relu)
+            kernels::batch_norm_eval(x, &p, act)
         }
     }
 }
