@@ -543,6 +543,14 @@ fn for_chunks(g: &Geom, mut f: impl FnMut(usize, usize) -> Result<()>) -> Result
         .try_for_each(|n0| f(n0, chunk.min(g.n - n0)))
 }
 
+/// Whether a convolution that goes one image at a time (large maps) runs
+/// its images on different threads, each with a single-threaded GEMM (one
+/// task per image instead of a split GEMM per image: no hand-off inside a
+/// product, and im2col runs in parallel too).
+fn images_in_parallel(g: &Geom) -> bool {
+    g.chunk() == 1 && g.n > 1 && rayon::current_num_threads() > 1
+}
+
 /// Runs `f` on the column matrix of images `n0..n0 + nb`: the images
 /// themselves for a single pointwise image, else im2col into scratch.
 fn with_cols<R>(x: &[f32], g: &Geom, n0: usize, nb: usize, f: impl FnOnce(&[f32]) -> R) -> R {
@@ -597,6 +605,16 @@ fn forward(x: &[f32], w: &[f32], g: &Geom) -> Result<Vec<f32>> {
     let p = g.pixels();
     let w = rows(w, g.cout, g.ckk());
     let mut y = vec![0.0f32; g.n * g.cout * p];
+    if images_in_parallel(g) {
+        y.par_chunks_mut(g.cout * p)
+            .enumerate()
+            .try_for_each(|(i, out)| {
+                with_cols(x, g, i, 1, |cols| {
+                    gemm_serial(out, p, w, rows(cols, g.ckk(), p))
+                })
+            })?;
+        return Ok(y);
+    }
     for_chunks(g, |n0, nb| {
         with_cols(x, g, n0, nb, |cols| {
             let cols = rows(cols, g.ckk(), nb * p);
@@ -730,6 +748,23 @@ impl CustomOp2 for GradInput {
                     return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))));
                 }
                 let mut dx = vec![0.0f32; g.n * image];
+                if images_in_parallel(g) {
+                    let wt = transposed(w, g.cout, ckk);
+                    dx.par_chunks_mut(image)
+                        .enumerate()
+                        .try_for_each(|(i, dxi)| {
+                            let dyi = rows(&dy[i * g.cout * p..][..g.cout * p], g.cout, p);
+                            if g.pointwise() {
+                                return gemm_serial(dxi, p, wt, dyi);
+                            }
+                            with_scratch(&COLS, ckk * p, |dcols| {
+                                gemm_serial(dcols, p, wt, dyi)?;
+                                super::profile::timed("conv/col2im", || col2im(dcols, g, 1, dxi));
+                                Ok(())
+                            })
+                        })?;
+                    return Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))));
+                }
                 let mut run = |wt: View| {
                     for_chunks(g, |n0, nb| {
                         with_dy(dy, g, n0, nb, |dyc| {
@@ -813,7 +848,9 @@ impl CustomOp2 for GradWeight {
                 let x = f32_data(s1, l1, g.n * g.cin * g.h * g.w, "input")?;
                 let dy = f32_data(s2, l2, g.n * g.cout * p, "output gradient")?;
                 let mut dw = vec![0.0f32; g.cout * ckk];
-                if ckk > g.cout && g.n * p >= TRANSPOSED_DW_PIXELS {
+                if images_in_parallel(g) {
+                    grad_weight_by_image_groups(x, dy, g, &mut dw)?;
+                } else if ckk > g.cout && g.n * p >= TRANSPOSED_DW_PIXELS {
                     // A wide dW (more columns than rows) comes out faster as dWᵀ =
                     // cols x dYᵀ, transposed afterwards (cheap next to the GEMM).
                     with_scratch(&DWT, ckk * g.cout, |dwt| {
@@ -846,6 +883,51 @@ impl CustomOp2 for GradWeight {
             })
         })
     }
+}
+
+/// dW for large maps, images on different threads: the batch is cut into
+/// one contiguous group per thread, each group sums its images' products in
+/// image order into its own buffer, and the groups are added in group
+/// order, so the result does not depend on how rayon schedules the tasks
+/// (for a given thread count). Computed as dWᵀ when dW is wide.
+fn grad_weight_by_image_groups(x: &[f32], dy: &[f32], g: &Geom, dw: &mut [f32]) -> Result<()> {
+    let (p, ckk) = (g.pixels(), g.ckk());
+    let wide = ckk > g.cout;
+    let groups = rayon::current_num_threads().min(g.n);
+    let per = g.n.div_ceil(groups);
+    let parts: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![0f32; g.cout * ckk];
+            for i in gi * per..((gi + 1) * per).min(g.n) {
+                let first = i == gi * per;
+                with_cols(x, g, i, 1, |cols| {
+                    let dyi = &dy[i * g.cout * p..][..g.cout * p];
+                    if wide {
+                        let dyt = transposed(dyi, g.cout, p);
+                        gemm_checked(&mut acc, g.cout, !first, rows(cols, ckk, p), dyt, 1)
+                    } else {
+                        let colst = transposed(cols, ckk, p);
+                        gemm_checked(&mut acc, ckk, !first, rows(dyi, g.cout, p), colst, 1)
+                    }
+                })?;
+            }
+            Ok(acc)
+        })
+        .collect::<Result<_>>()?;
+    let mut parts = parts.into_iter();
+    let mut sum = parts.next().unwrap_or_else(|| vec![0f32; g.cout * ckk]);
+    for part in parts {
+        for (s, v) in sum.iter_mut().zip(&part) {
+            *s += v;
+        }
+    }
+    if wide {
+        transpose(&sum, ckk, g.cout, dw);
+    } else {
+        dw.copy_from_slice(&sum);
+    }
+    Ok(())
 }
 
 /// Dense convolution of `x` (N, Cin, H, W) with `w` (Cout, Cin, K, K):
