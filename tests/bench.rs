@@ -83,3 +83,62 @@ fn spread_is_median_min_max() {
     assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
     assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
 }
+
+/// `--profile` counts each kernel's calls per training step: a ResNet-10 has
+/// 12 convolutions (stem, 8 in its blocks, 3 projections) each with a batch
+/// norm, 11 input gradients (none for the image batch), one max-pool, and
+/// 38 trained tensors for the fused optimiser.
+#[test]
+fn bench_profile_counts_kernel_calls_per_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::fer_lab(dir.path())
+        .args([
+            "bench",
+            "--backbone",
+            "resnet10",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--json",
+            "--profile",
+            "--threads",
+            "2",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let kernels = row["kernels"].as_array().expect("kernels array");
+    let calls = |name: &str| {
+        let k = kernels
+            .iter()
+            .find(|k| k["kernel"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from {kernels:?}"));
+        assert!(k["ms_per_step"].as_f64().unwrap() > 0.0, "{name}");
+        k["calls_per_step"].as_f64().unwrap()
+    };
+    assert_eq!(calls("fer-conv2d"), 12.0);
+    assert_eq!(calls("fer-conv2d-grad-weight"), 12.0);
+    assert_eq!(calls("fer-conv2d-grad-input"), 11.0);
+    assert_eq!(calls("fer-lab-batch-norm"), 12.0);
+    assert_eq!(calls("fer-lab-batch-norm-backward"), 12.0);
+    assert_eq!(calls("fer-max-pool2d"), 1.0);
+    assert_eq!(calls("fer-max-pool2d-grad"), 1.0);
+    assert_eq!(calls("fused-optimizer-step"), 38.0);
+    // Without --profile the field is absent.
+    let plain = common::fer_lab(dir.path())
+        .args(["bench", "--backbone", "resnet10", "--size", "32", "--batch", "2"])
+        .args(["--steps", "1", "--json", "--threads", "1"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let row: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert!(row.get("kernels").is_none());
+}

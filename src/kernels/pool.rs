@@ -74,13 +74,7 @@ impl Geom {
 /// window's maximum: the first in row-major order, or the last NaN (as
 /// PyTorch's CPU kernel does). Every window holds an input element
 /// (pad <= k/2).
-fn plane_argmax(
-    plane: &[f32],
-    w: usize,
-    rows: &[(usize, usize)],
-    cols: &[(usize, usize)],
-    idx: &mut [u32],
-) {
+fn plane_argmax(plane: &[f32], w: usize, rows: &[Span], cols: &[Span], idx: &mut [u32]) {
     let wo = cols.len();
     for (oh, &(r0, r1)) in rows.iter().enumerate() {
         let out = &mut idx[oh * wo..(oh + 1) * wo];
