@@ -132,7 +132,15 @@ fn bench_profile_counts_kernel_calls_per_step() {
     assert_eq!(calls("fused-optimizer-step"), 38.0);
     // Without --profile the field is absent.
     let plain = common::fer_lab(dir.path())
-        .args(["bench", "--backbone", "resnet10", "--size", "32", "--batch", "2"])
+        .args([
+            "bench",
+            "--backbone",
+            "resnet10",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+        ])
         .args(["--steps", "1", "--json", "--threads", "1"])
         .assert()
         .success()

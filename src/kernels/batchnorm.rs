@@ -196,7 +196,7 @@ pub fn batch_norm_train(x: &Tensor, p: &BnParams, act: Act) -> Result<Tensor> {
         return reference_train(x, p, act);
     }
     let x = x.contiguous()?;
-    let (n, c, h, w) = x.dims4()?;
+    let (n, _, h, w) = x.dims4()?;
     let stats = Arc::new(Mutex::new(Vec::new()));
     let op = BnOp {
         mode: Mode::Train,
@@ -211,14 +211,32 @@ pub fn batch_norm_train(x: &Tensor, p: &BnParams, act: Act) -> Result<Tensor> {
         .iter()
         .map(|s| (s.mean, s.var))
         .unzip();
-    let device = x.device();
-    update_running(
-        p,
-        &Tensor::from_vec(mean, c, device)?,
-        &Tensor::from_vec(var, c, device)?,
-        n * h * w,
-    )?;
+    update_running_cpu(p, &mean, &var, n * h * w)?;
     Ok(y)
+}
+
+/// [`update_running`] on the host, for the CPU kernel: the same f32
+/// arithmetic as the tensor ops, without their dozen small allocations per
+/// layer.
+fn update_running_cpu(p: &BnParams, mean: &[f32], biased_var: &[f32], count: usize) -> Result<()> {
+    let m = p.momentum;
+    let (keep, take) = ((1.0 - m) as f32, m as f32);
+    let ratio = if count > 1 {
+        (count as f64 / (count as f64 - 1.0)) as f32
+    } else {
+        1.0
+    };
+    let blend = |run: &candle_core::Var, batch: &mut dyn Iterator<Item = f32>| -> Result<()> {
+        let old = run.as_tensor().to_vec1::<f32>()?;
+        let new: Vec<f32> = old
+            .iter()
+            .zip(batch)
+            .map(|(&r, b)| r * keep + b * take)
+            .collect();
+        run.set(&Tensor::from_vec(new, old.len(), run.device())?)
+    };
+    blend(p.running_mean, &mut mean.iter().copied())?;
+    blend(p.running_var, &mut biased_var.iter().map(|&v| v * ratio))
 }
 
 pub fn batch_norm_eval(x: &Tensor, p: &BnParams, act: Act) -> Result<Tensor> {

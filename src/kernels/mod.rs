@@ -7,6 +7,7 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod depthwise;
+pub mod eltwise;
 pub mod pool;
 pub mod profile;
 pub mod transpose;
@@ -71,6 +72,15 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result
         conv::conv2d(x, w, stride, pads)
     } else {
         reference_conv2d(x, w, stride, pads, 1)
+    }
+}
+
+/// relu(a + b) (a residual block's end).
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if fast() {
+        eltwise::add_relu(a, b)
+    } else {
+        (a + b)?.relu()
     }
 }
 

@@ -105,7 +105,7 @@ impl Block {
             Some(d) => conv_bn(x, &d.conv, &d.bn, false, train)?,
             None => x.clone(),
         };
-        (y + identity)?.relu()
+        crate::kernels::add_relu(&y, &identity)
     }
 }
 
