@@ -4,11 +4,14 @@ For each backbone, runs `fer-lab bench --json` and then the same step in
 PyTorch (torchvision's model, random init, 7 classes, AdamW lr 1e-4, a fixed
 batch of grey noise replicated to 3 channels, median of the timed steps after
 3 warm-ups, evaluation forward at batch 64), one after the other with the same
-thread count, and prints both with the ratio. Not part of CI (needs torch):
+thread count, and prints both with the ratio. With `--rounds R` the two
+alternate R times per backbone (this machine's speed drifts by 10% and more
+from minute to minute) and the table shows each side's median round and the
+ratio of every round. Not part of CI (needs torch):
 
     python3 -m venv /tmp/torch-venv && /tmp/torch-venv/bin/pip install torch torchvision
     cargo build --release
-    /tmp/torch-venv/bin/python bench/vs_pytorch.py --threads 2 --size 48 --batch 8
+    /tmp/torch-venv/bin/python bench/vs_pytorch.py --threads 2 --size 48 --batch 8 --rounds 3
 """
 import argparse
 import json
@@ -78,28 +81,41 @@ def main():
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--fer-lab", default="target/release/fer-lab")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate fer-lab and torch this many times per backbone; the table "
+                         "shows each side's median round and the ratio of every round")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     rows = []
+    def median_run(runs):
+        return sorted(runs, key=lambda r: r["train_images_per_sec"])[(len(runs) - 1) // 2]
+
     for name in args.backbones.split(","):
-        out = subprocess.run(
-            [args.fer_lab, "bench", "--json", "--backbone", name, "--size", str(args.size),
-             "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)],
-            check=True, capture_output=True, text=True, env=env).stdout
-        ours = json.loads(out.strip().splitlines()[-1])
-        ref = torch_step(name, args.size, args.batch, 3, args.steps, args.threads)
-        rows.append({"backbone": name, "fer_lab": ours, "torch": ref})
+        ours_runs, ref_runs = [], []
+        for _ in range(args.rounds):
+            out = subprocess.run(
+                [args.fer_lab, "bench", "--json", "--backbone", name, "--size", str(args.size),
+                 "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)],
+                check=True, capture_output=True, text=True, env=env).stdout
+            ours_runs.append(json.loads(out.strip().splitlines()[-1]))
+            ref_runs.append(torch_step(name, args.size, args.batch, 3, args.steps, args.threads))
+        ours, ref = median_run(ours_runs), median_run(ref_runs)
+        ratios = [o["train_images_per_sec"] / t["train_images_per_sec"] for o, t in zip(ours_runs, ref_runs)]
+        rows.append({"backbone": name, "fer_lab": ours, "torch": ref, "round_ratios": ratios,
+                     "fer_lab_rounds": ours_runs, "torch_rounds": ref_runs})
         print(f"{name}: fer-lab {ours['train_images_per_sec']:.1f} img/s, "
-              f"torch {ref['train_images_per_sec']:.1f} img/s", flush=True)
+              f"torch {ref['train_images_per_sec']:.1f} img/s, rounds "
+              + " ".join(f"{r:.2f}x" for r in ratios), flush=True)
     print()
     print(f"threads {args.threads}, {args.size}x{args.size}x3, batch {args.batch}, "
-          f"median of {args.steps} steps after 3 warm-ups; torch {torch.__version__}; "
+          f"median of {args.steps} steps after 3 warm-ups, {args.rounds} alternating round(s); "
+          f"torch {torch.__version__}; "
           f"matmul in fer-lab's run: {rows[0]['fer_lab']['matmul_gflops']:.0f} GFLOP/s")
     print("| backbone | fer-lab ms/step (min-max) | torch ms/step (min-max) | fer-lab img/s | torch img/s "
           "| speed vs torch | fer-lab fwd/bwd/opt ms | torch fwd/bwd/opt ms | fer-lab eval img/s | torch eval img/s "
-          "| fer-lab GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| fer-lab GFLOP/s | ratio per round |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         o, t = r["fer_lab"], r["torch"]
         print(f"| {r['backbone']} | {o['train_ms_median']:.0f} ({o['train_ms_min']:.0f}-{o['train_ms_max']:.0f}) "
@@ -107,7 +123,8 @@ def main():
               f"| {o['train_images_per_sec']:.1f} | {t['train_images_per_sec']:.1f} "
               f"| {o['train_images_per_sec'] / t['train_images_per_sec']:.2f}x "
               f"| {o['fwd_ms']:.0f}/{o['bwd_ms']:.0f}/{o['opt_ms']:.0f} | {t['fwd_ms']:.0f}/{t['bwd_ms']:.0f}/{t['opt_ms']:.0f} "
-              f"| {o['eval_images_per_sec']:.0f} | {t['eval_images_per_sec']:.0f} | {o['achieved_gflops']:.1f} |")
+              f"| {o['eval_images_per_sec']:.0f} | {t['eval_images_per_sec']:.0f} | {o['achieved_gflops']:.1f} "
+              f"| {' '.join(f'{x:.2f}' for x in r['round_ratios'])} |")
     if args.json:
         json.dump(rows, open(args.json, "w"), indent=1)
 
