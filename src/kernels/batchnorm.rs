@@ -315,63 +315,84 @@ impl CustomOp3 for BnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims().to_vec();
         super::profile::timed(self.name(), || {
-            let x = f32_slice(s1, l1, "input")?;
-            let gamma = f32_slice(s2, l2, "weight")?;
-            let beta = f32_slice(s3, l3, "bias")?;
-            let (n, c, h, w) = l1.shape().dims4()?;
-            let hw = h * w;
-            if gamma.len() != c || beta.len() != c {
-                candle_core::bail!("batch norm: {c} channels but {} weights", gamma.len());
-            }
-            if self.mode == Mode::Train {
-                let count = (n * hw) as f64;
-                let stats: Vec<Stat> = (0..c)
-                    .into_par_iter()
-                    .with_min_len(super::min_len(n * hw))
-                    .map(|ch| {
-                        let planes = (0..n).map(|i| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw]);
-                        let sum: f64 = planes.clone().map(|p| lane_sum2(p, p, |u, _| u)).sum();
-                        let mean = sum / count;
-                        let m = mean as f32;
-                        let sq: f64 = planes
-                            .map(|p| {
-                                lane_sum2(p, p, |u, _| {
-                                    let d = u - m;
-                                    d * d
-                                })
-                            })
-                            .sum();
-                        let var = (sq / count) as f32;
-                        Stat {
-                            mean: mean as f32,
-                            var,
-                            inv: 1.0 / (var + self.eps).sqrt(),
-                        }
-                    })
-                    .collect();
-                *self.lock()? = stats;
-            }
-            let stats = self.lock()?.clone();
-            let mut y = vec![0f32; x.len()];
-            let act = self.act;
-            y.par_chunks_mut(hw)
-                .zip(x.par_chunks(hw))
-                .enumerate()
-                .with_min_len(super::min_len(hw))
-                .for_each(|(plane, (yo, xi))| {
-                    let ch = plane % c;
-                    let s = stats[ch];
-                    let scale = s.inv * gamma[ch];
-                    let shift = beta[ch] - s.mean * scale;
-                    match act {
-                        Act::Identity => affine(yo, xi, scale, shift, |z| z),
-                        Act::Relu => affine(yo, xi, scale, shift, |z| z.max(0.0)),
-                        Act::Relu6 => affine(yo, xi, scale, shift, |z| z.clamp(0.0, 6.0)),
-                        Act::Silu => affine(yo, xi, scale, shift, |z| Act::Silu.eval(z)),
+            super::profile::timed_named(
+                || format!("{}/{dims:?}", self.name()),
+                || {
+                    let x = f32_slice(s1, l1, "input")?;
+                    let gamma = f32_slice(s2, l2, "weight")?;
+                    let beta = f32_slice(s3, l3, "bias")?;
+                    let (n, c, h, w) = l1.shape().dims4()?;
+                    let hw = h * w;
+                    if gamma.len() != c || beta.len() != c {
+                        candle_core::bail!("batch norm: {c} channels but {} weights", gamma.len());
                     }
-                });
-            Ok((CpuStorage::F32(y), l1.shape().clone()))
+                    // One task per group of channels: a channel's statistics,
+                    // then its output while its planes are still in cache.
+                    let count = (n * hw) as f64;
+                    let given = match self.mode {
+                        Mode::Train => None,
+                        Mode::Eval => Some(self.lock()?.clone()),
+                    };
+                    let mut y = vec![0f32; x.len()];
+                    let out = super::SharedMut::new(&mut y);
+                    let act = self.act;
+                    let stats: Vec<Stat> = (0..c)
+                        .into_par_iter()
+                        .with_min_len(super::min_len(n * hw))
+                        .map(|ch| {
+                            let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+                            let s = match &given {
+                                Some(st) => st[ch],
+                                None => {
+                                    let sum: f64 = (0..n)
+                                        .map(|i| lane_sum2(plane(i), plane(i), |u, _| u))
+                                        .sum();
+                                    let m = (sum / count) as f32;
+                                    let sq: f64 = (0..n)
+                                        .map(|i| {
+                                            lane_sum2(plane(i), plane(i), |u, _| {
+                                                let d = u - m;
+                                                d * d
+                                            })
+                                        })
+                                        .sum();
+                                    let var = (sq / count) as f32;
+                                    Stat {
+                                        mean: m,
+                                        var,
+                                        inv: 1.0 / (var + self.eps).sqrt(),
+                                    }
+                                }
+                            };
+                            let scale = s.inv * gamma[ch];
+                            let shift = beta[ch] - s.mean * scale;
+                            for i in 0..n {
+                                // SAFETY: plane (i, ch) belongs to this
+                                // channel's task alone.
+                                let yo = unsafe { out.slice((i * c + ch) * hw, hw) };
+                                let xi = plane(i);
+                                match act {
+                                    Act::Identity => affine(yo, xi, scale, shift, |z| z),
+                                    Act::Relu => affine(yo, xi, scale, shift, |z| z.max(0.0)),
+                                    Act::Relu6 => {
+                                        affine(yo, xi, scale, shift, |z| z.clamp(0.0, 6.0))
+                                    }
+                                    Act::Silu => {
+                                        affine(yo, xi, scale, shift, |z| Act::Silu.eval(z))
+                                    }
+                                }
+                            }
+                            s
+                        })
+                        .collect();
+                    if self.mode == Mode::Train {
+                        *self.lock()? = stats;
+                    }
+                    Ok((CpuStorage::F32(y), l1.shape().clone()))
+                },
+            )
         })
     }
 
@@ -439,62 +460,52 @@ impl BnBackward {
         F: Fn(f32, f32, f32, (f32, f32)) -> f32 + Sync,
     {
         let mut out = vec![0f32; x.len() + 2 * c];
-        let (dx, _) = out.split_at_mut(x.len());
-        // Pass 1, per plane: dz into dx, and the plane's Σ dz and Σ dz·xhat.
-        let parts: Vec<(f64, f64)> = dx
-            .par_chunks_mut(hw)
-            .enumerate()
-            .with_min_len(super::min_len(hw))
-            .map(|(plane, d)| {
-                let ch = plane % c;
+        let dx = super::SharedMut::new(&mut out[..x.len()]);
+        let count = (n * hw) as f64;
+        // One task per group of channels: dz into dx and its two sums over
+        // the channel's planes (in image order), then dx from them while the
+        // planes are still in cache.
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .with_min_len(super::min_len(n * hw))
+            .map(|ch| {
                 let s = self.stats[ch];
                 let zc = self.pre(ch);
-                let r = plane * hw..(plane + 1) * hw;
-                let (xp, yp, gp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                for (((o, &xv), &yv), &g) in d.iter_mut().zip(xp).zip(yp).zip(gp) {
-                    *o = dz(xv, yv, g, zc);
+                let (mut a, mut b) = (0f64, 0f64);
+                for i in 0..n {
+                    let r = (i * c + ch) * hw;
+                    let (xp, yp, gp) = (&x[r..r + hw], &y[r..r + hw], &dy[r..r + hw]);
+                    // SAFETY: plane (i, ch) belongs to this channel's task alone.
+                    let d = unsafe { dx.slice(r, hw) };
+                    for (((o, &xv), &yv), &g) in d.iter_mut().zip(xp).zip(yp).zip(gp) {
+                        *o = dz(xv, yv, g, zc);
+                    }
+                    a += lane_sum2(d, d, |u, _| u);
+                    b += lane_sum2(d, xp, |u, xv| u * (xv - s.mean) * s.inv);
                 }
-                let a = lane_sum2(d, d, |u, _| u);
-                let b = lane_sum2(d, xp, |u, xv| u * (xv - s.mean) * s.inv);
+                let k = self.gamma[ch] * s.inv;
+                let (mean_g, mean_gx) = ((a / count) as f32, (b / count) as f32);
+                for i in 0..n {
+                    let r = (i * c + ch) * hw;
+                    // SAFETY: as above.
+                    let d = unsafe { dx.slice(r, hw) };
+                    match self.mode {
+                        Mode::Train => {
+                            for (o, &xv) in d.iter_mut().zip(&x[r..r + hw]) {
+                                let xhat = (xv - s.mean) * s.inv;
+                                *o = k * (*o - mean_g - xhat * mean_gx);
+                            }
+                        }
+                        Mode::Eval => {
+                            for o in d.iter_mut() {
+                                *o *= k;
+                            }
+                        }
+                    }
+                }
                 (a, b)
             })
             .collect();
-        // Per channel, summed over the images in order (so the result does
-        // not depend on how rayon split the planes).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .map(|ch| {
-                (0..n).fold((0.0, 0.0), |(a, b), i| {
-                    let (pa, pb) = parts[i * c + ch];
-                    (a + pa, b + pb)
-                })
-            })
-            .collect();
-        // Pass 2, in place: dx = k (dz - mean(dz) - xhat mean(dz·xhat)).
-        let count = (n * hw) as f32;
-        dx.par_chunks_mut(hw)
-            .enumerate()
-            .with_min_len(super::min_len(hw))
-            .for_each(|(plane, d)| {
-                let ch = plane % c;
-                let s = self.stats[ch];
-                let k = self.gamma[ch] * s.inv;
-                match self.mode {
-                    Mode::Train => {
-                        let mean_g = sums[ch].0 as f32 / count;
-                        let mean_gx = sums[ch].1 as f32 / count;
-                        let xp = &x[plane * hw..(plane + 1) * hw];
-                        for (o, &xv) in d.iter_mut().zip(xp) {
-                            let xhat = (xv - s.mean) * s.inv;
-                            *o = k * (*o - mean_g - xhat * mean_gx);
-                        }
-                    }
-                    Mode::Eval => {
-                        for o in d.iter_mut() {
-                            *o *= k;
-                        }
-                    }
-                }
-            });
         (out, sums)
     }
 }
@@ -513,33 +524,41 @@ impl CustomOp3 for BnBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.dims().to_vec();
         super::profile::timed(self.name(), || {
-            let x = f32_slice(s1, l1, "input")?;
-            let y = f32_slice(s2, l2, "output")?;
-            let dy = f32_slice(s3, l3, "output gradient")?;
-            let (n, c, h, w) = l1.shape().dims4()?;
-            let hw = h * w;
-            // d loss / dz: dy times the activation's derivative, with z
-            // recomputed from x (only SiLU needs it). One monomorphic pass
-            // per activation, so the inner loops vectorise.
-            let (mut out, sums) = match self.act {
-                Act::Identity => self.planes(x, y, dy, (n, c, hw), |_, _, g, _| g),
-                Act::Relu => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
-                    g * Act::Relu.grad(0.0, yv)
-                }),
-                Act::Relu6 => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
-                    g * Act::Relu6.grad(yv, yv)
-                }),
-                Act::Silu => self.planes(x, y, dy, (n, c, hw), |xv, yv, g, (scale, shift)| {
-                    g * Act::Silu.grad(xv * scale + shift, yv)
-                }),
-            };
-            let rest = &mut out[x.len()..];
-            for (ch, (a, b)) in sums.iter().enumerate() {
-                rest[ch] = *b as f32;
-                rest[c + ch] = *a as f32;
-            }
-            Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+            super::profile::timed_named(
+                || format!("{}/{dims:?}", self.name()),
+                || {
+                    let x = f32_slice(s1, l1, "input")?;
+                    let y = f32_slice(s2, l2, "output")?;
+                    let dy = f32_slice(s3, l3, "output gradient")?;
+                    let (n, c, h, w) = l1.shape().dims4()?;
+                    let hw = h * w;
+                    // d loss / dz: dy times the activation's derivative, with z
+                    // recomputed from x (only SiLU needs it). One monomorphic pass
+                    // per activation, so the inner loops vectorise.
+                    let (mut out, sums) = match self.act {
+                        Act::Identity => self.planes(x, y, dy, (n, c, hw), |_, _, g, _| g),
+                        Act::Relu => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
+                            g * Act::Relu.grad(0.0, yv)
+                        }),
+                        Act::Relu6 => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
+                            g * Act::Relu6.grad(yv, yv)
+                        }),
+                        Act::Silu => {
+                            self.planes(x, y, dy, (n, c, hw), |xv, yv, g, (scale, shift)| {
+                                g * Act::Silu.grad(xv * scale + shift, yv)
+                            })
+                        }
+                    };
+                    let rest = &mut out[x.len()..];
+                    for (ch, (a, b)) in sums.iter().enumerate() {
+                        rest[ch] = *b as f32;
+                        rest[c + ch] = *a as f32;
+                    }
+                    Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
+                },
+            )
         })
     }
 }

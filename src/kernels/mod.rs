@@ -33,6 +33,46 @@ pub(crate) fn min_len(item: usize) -> usize {
     (GRAIN / item.max(1)).max(1)
 }
 
+/// A mutable f32 buffer shared by parallel tasks that each write their own
+/// disjoint parts of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    /// Keeps the buffer mutably borrowed while this lives.
+    _buf: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: only hands out disjoint parts (the callers' obligation, see
+// `slice`); the borrow keeps the buffer alive and unaliased meanwhile.
+unsafe impl Send for SharedMut<'_> {}
+unsafe impl Sync for SharedMut<'_> {}
+
+impl<'a> SharedMut<'a> {
+    pub(crate) fn new(buf: &'a mut [f32]) -> Self {
+        Self {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// `len` elements from `start`.
+    ///
+    /// # Safety
+    /// No two live slices may overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(
+            start + len <= self.len,
+            "SharedMut: {start}+{len} past {}",
+            self.len
+        );
+        // SAFETY: in bounds (checked); disjointness is the caller's.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
 /// The f32 elements of a contiguous CPU operand of a kernel (`op` and
 /// `what` name it in errors).
 pub(crate) fn f32_contiguous<'a>(
