@@ -205,6 +205,10 @@ fn matches_reference_on_small_maps() {
         (4, 40, 24, 2, 2, 3, 1, [1; 4]),
         (2, 64, 16, 3, 3, 3, 2, [1; 4]),
         (3, 64, 33, 2, 2, 3, 1, [0, 1, 0, 1]),
+        // 1x1 maps with 1x1 outputs: only one tap sees the input.
+        (4, 16, 8, 1, 1, 3, 1, [1; 4]),
+        (2, 5, 3, 1, 1, 5, 1, [2; 4]),
+        (3, 8, 4, 1, 1, 3, 1, [0, 2, 2, 0]),
     ];
     for (i, (n, cin, cout, h, w, k, stride, pads)) in cases.into_iter().enumerate() {
         check(
