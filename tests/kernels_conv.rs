@@ -205,6 +205,8 @@ fn matches_reference_on_small_maps() {
         (4, 40, 24, 2, 2, 3, 1, [1; 4]),
         (2, 64, 16, 3, 3, 3, 2, [1; 4]),
         (3, 64, 33, 2, 2, 3, 1, [0, 1, 0, 1]),
+        // Pointwise, Wᵀ in two blocks (300 input channels).
+        (2, 300, 16, 3, 3, 1, 1, [0; 4]),
         // 1x1 maps with 1x1 outputs: only one tap sees the input.
         (4, 16, 8, 1, 1, 3, 1, [1; 4]),
         (2, 5, 3, 1, 1, 5, 1, [2; 4]),

@@ -792,8 +792,10 @@ impl CustomOp2 for GradInput {
                     with_dy(dy, g, 0, g.n, |dyc| {
                         let cols = g.n * p;
                         let dyc = rows(dyc, g.cout, cols);
+                        let pointwise = g.pointwise();
                         with_scratch(&COLS, ckk * cols, |dcols| {
                             let out = SendPtr(dcols.as_mut_ptr());
+                            let dx_parts = super::SharedMut::new(&mut dx);
                             (0..ckk.div_ceil(WT_BLOCK))
                                 .into_par_iter()
                                 .try_for_each(|b| {
@@ -808,10 +810,29 @@ impl CustomOp2 for GradInput {
                                                 (r1 - r0) * cols,
                                             )
                                         };
-                                        gemm_serial(dst, cols, rows(wt, r1 - r0, g.cout), dyc)
+                                        gemm_serial(dst, cols, rows(wt, r1 - r0, g.cout), dyc)?;
+                                        if pointwise {
+                                            // Row r is input channel r: its
+                                            // image planes go straight to dx.
+                                            for (r, row) in (r0..r1).zip(dst.chunks_exact(cols)) {
+                                                for (i, plane) in row.chunks_exact(p).enumerate() {
+                                                    // SAFETY: channel r of each
+                                                    // image is this block's alone.
+                                                    unsafe {
+                                                        dx_parts.slice((i * g.cin + r) * p, p)
+                                                    }
+                                                    .copy_from_slice(plane);
+                                                }
+                                            }
+                                        }
+                                        Ok::<(), candle_core::Error>(())
                                     })
                                 })?;
-                            super::profile::timed("conv/col2im", || col2im(dcols, g, g.n, &mut dx));
+                            if !pointwise {
+                                super::profile::timed("conv/col2im", || {
+                                    col2im(dcols, g, g.n, &mut dx)
+                                });
+                            }
                             Ok::<(), candle_core::Error>(())
                         })
                     })?;
