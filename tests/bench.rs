@@ -7,28 +7,7 @@ use fer_lab::bench::Spread;
 
 #[test]
 fn bench_json_has_the_promised_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = common::fer_lab(dir.path())
-        .args([
-            "bench",
-            "--backbone",
-            "resnet10",
-            "--size",
-            "32",
-            "--batch",
-            "2",
-            "--steps",
-            "2",
-            "--json",
-            "--threads",
-            "2",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let row = bench_json(&["--steps", "2", "--threads", "2"]);
     assert_eq!(row["backbone"], "resnet10");
     assert_eq!(
         (row["size"].as_u64(), row["batch"].as_u64()),
@@ -84,12 +63,8 @@ fn spread_is_median_min_max() {
     assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
 }
 
-/// `--profile` counts each kernel's calls per training step: a ResNet-10 has
-/// 12 convolutions (stem, 8 in its blocks, 3 projections) each with a batch
-/// norm, 11 input gradients (none for the image batch), one max-pool, and
-/// 38 trained tensors for the fused optimiser.
-#[test]
-fn bench_profile_counts_kernel_calls_per_step() {
+/// `fer-lab bench --json` on ResNet-10 at 32x32, batch 2, with `extra` flags.
+fn bench_json(extra: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let out = common::fer_lab(dir.path())
         .args([
@@ -100,19 +75,24 @@ fn bench_profile_counts_kernel_calls_per_step() {
             "32",
             "--batch",
             "2",
-            "--steps",
-            "2",
             "--json",
-            "--profile",
-            "--threads",
-            "2",
         ])
+        .args(extra)
         .assert()
         .success()
         .get_output()
         .stdout
         .clone();
-    let row: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// `--profile` counts each kernel's calls per training step: a ResNet-10 has
+/// 12 convolutions (stem, 8 in its blocks, 3 projections) each with a batch
+/// norm, 11 input gradients (none for the image batch), one max-pool, and
+/// 38 trained tensors for the fused optimiser.
+#[test]
+fn bench_profile_counts_kernel_calls_per_step() {
+    let row = bench_json(&["--steps", "2", "--threads", "2", "--profile"]);
     let kernels = row["kernels"].as_array().expect("kernels array");
     let calls = |name: &str| {
         let k = kernels
@@ -131,22 +111,6 @@ fn bench_profile_counts_kernel_calls_per_step() {
     assert_eq!(calls("fer-max-pool2d-grad"), 1.0);
     assert_eq!(calls("fused-optimizer-step"), 38.0);
     // Without --profile the field is absent.
-    let plain = common::fer_lab(dir.path())
-        .args([
-            "bench",
-            "--backbone",
-            "resnet10",
-            "--size",
-            "32",
-            "--batch",
-            "2",
-        ])
-        .args(["--steps", "1", "--json", "--threads", "1"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let row: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    let row = bench_json(&["--steps", "1", "--threads", "1"]);
     assert!(row.get("kernels").is_none());
 }

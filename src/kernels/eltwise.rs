@@ -29,14 +29,7 @@ impl CustomOp2 for AddRelu {
             if a.len() != b.len() {
                 bail!("add_relu: operands of {} and {} elements", a.len(), b.len());
             }
-            let mut y = vec![0f32; a.len()];
-            y.par_chunks_mut(CHUNK)
-                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-                .for_each(|(y, (a, b))| {
-                    for ((o, &u), &v) in y.iter_mut().zip(a).zip(b) {
-                        *o = (u + v).max(0.0);
-                    }
-                });
+            let y = zip_map(a, b, |u, v| (u + v).max(0.0));
             Ok((CpuStorage::F32(y), l1.shape().clone()))
         })
     }
@@ -80,14 +73,7 @@ impl CustomOp2 for ReluMask {
                     dy.len()
                 );
             }
-            let mut g = vec![0f32; dy.len()];
-            g.par_chunks_mut(CHUNK)
-                .zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-                .for_each(|(g, (d, y))| {
-                    for ((o, &d), &y) in g.iter_mut().zip(d).zip(y) {
-                        *o = if y > 0.0 { d } else { 0.0 };
-                    }
-                });
+            let g = zip_map(dy, y, |d, y| if y > 0.0 { d } else { 0.0 });
             Ok((CpuStorage::F32(g), l1.shape().clone()))
         })
     }
@@ -95,6 +81,19 @@ impl CustomOp2 for ReluMask {
 
 /// Elements per rayon task.
 const CHUNK: usize = 1 << 14;
+
+/// f(a[i], b[i]) for two equally long slices, in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, &u), &v) in o.iter_mut().zip(a).zip(b) {
+                *o = f(u, v);
+            }
+        });
+    out
+}
 
 /// relu(a + b) for tensors of one shape: the kernel above for f32 on the
 /// CPU, candle's ops (add, then ReLU) otherwise.
