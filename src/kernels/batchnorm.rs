@@ -315,10 +315,9 @@ impl CustomOp3 for BnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.dims().to_vec();
         super::profile::timed(self.name(), || {
             super::profile::timed_named(
-                || format!("{}/{dims:?}", self.name()),
+                || format!("{}/{:?}", self.name(), l1.dims()),
                 || {
                     let x = f32_slice(s1, l1, "input")?;
                     let gamma = f32_slice(s2, l2, "weight")?;
@@ -524,10 +523,9 @@ impl CustomOp3 for BnBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = l1.dims().to_vec();
         super::profile::timed(self.name(), || {
             super::profile::timed_named(
-                || format!("{}/{dims:?}", self.name()),
+                || format!("{}/{:?}", self.name(), l1.dims()),
                 || {
                     let x = f32_slice(s1, l1, "input")?;
                     let y = f32_slice(s2, l2, "output")?;
