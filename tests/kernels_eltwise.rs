@@ -3,7 +3,7 @@
 //! at a + b == 0 PyTorch's gradient is 0 (candle's ReLU passes it).
 
 use candle_core::{Device, Tensor, Var};
-use fer_lab::kernels::eltwise::add_relu;
+use fer_lab::kernels::eltwise::{add_relu, bias_act};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -48,6 +48,37 @@ fn gradient_at_zero_is_zero_as_in_pytorch() {
     assert_eq!(yv, vec![0.0, 0.0, 1.0]);
     assert_eq!(ga, vec![0.0, 0.0, 3.0]);
     assert_eq!(gb, ga);
+}
+
+/// act(x + b[c]) against broadcast_add (+ relu): output, dx and db, with
+/// and without the ReLU, on shapes with one and many pixels per plane.
+#[test]
+fn bias_act_matches_plain_ops() {
+    let shapes: [[usize; 4]; 4] = [[2, 3, 5, 5], [8, 64, 12, 12], [1, 7, 1, 1], [3, 4, 40, 33]];
+    for (seed, shape) in shapes.into_iter().enumerate() {
+        for relu in [false, true] {
+            let mut rng = ChaCha8Rng::seed_from_u64(100 + seed as u64);
+            let x = Var::from_tensor(&random(&mut rng, &shape)).unwrap();
+            let b = Var::from_tensor(&random(&mut rng, &[shape[1]])).unwrap();
+            let fast = bias_act(x.as_tensor(), b.as_tensor(), relu).unwrap();
+            let plain = x
+                .as_tensor()
+                .broadcast_add(&b.as_tensor().reshape((1, shape[1], 1, 1)).unwrap())
+                .unwrap();
+            let plain = if relu { plain.relu().unwrap() } else { plain };
+            let (yf, gxf, gbf) = grads(&fast, &x, &b);
+            let (yp, gxp, gbp) = grads(&plain, &x, &b);
+            let case = format!("shape {shape:?} relu {relu}");
+            assert_eq!(yf, yp, "{case}");
+            assert_eq!(gxf, gxp, "{case}");
+            for (u, v) in gbf.iter().zip(&gbp) {
+                assert!(
+                    (u - v).abs() <= 1e-4 * v.abs().max(1.0),
+                    "{case}: db {u} vs {v}"
+                );
+            }
+        }
+    }
 }
 
 mod common;

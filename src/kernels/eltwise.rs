@@ -108,3 +108,147 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }
+
+/// act(x + b[c]) over (N, C, H, W), act the identity or ReLU: a
+/// convolution's bias and the ReLU after it (VGG) in one pass; the backward
+/// gives dx and db in one pass too. As plain ops: a broadcast add, a ReLU,
+/// their backward passes and a reduction for db.
+struct BiasAct {
+    relu: bool,
+    /// (n, c, hw) of x.
+    dims: (usize, usize, usize),
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "fer-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        super::profile::timed(self.name(), || {
+            let (n, c, hw) = self.dims;
+            let x = super::f32_contiguous(s1, l1, "bias_act", "input")?;
+            let b = super::f32_contiguous(s2, l2, "bias_act", "bias")?;
+            if x.len() != n * c * hw || b.len() != c {
+                bail!(
+                    "bias_act: input of {} elements, bias of {} for {c} channels",
+                    x.len(),
+                    b.len()
+                );
+            }
+            let relu = self.relu;
+            let mut y = vec![0f32; x.len()];
+            y.par_chunks_mut(hw)
+                .zip(x.par_chunks(hw))
+                .enumerate()
+                .with_min_len(super::min_len(hw))
+                .for_each(|(plane, (yo, xi))| {
+                    let bias = b[plane % c];
+                    for (o, &v) in yo.iter_mut().zip(xi) {
+                        let z = v + bias;
+                        *o = if relu { z.max(0.0) } else { z };
+                    }
+                });
+            Ok((CpuStorage::F32(y), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c, hw) = self.dims;
+        let back = BiasActGrad {
+            relu: self.relu,
+            dims: self.dims,
+        };
+        let packed = dy.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &back)?;
+        let dx = packed.narrow(0, 0, n * c * hw)?.reshape(y.dims())?;
+        let db = packed.narrow(0, n * c * hw, c)?;
+        Ok((Some(dx), Some(db)))
+    }
+}
+
+/// (dy, y) -> [dx (N C H W), db (C)], one task per group of channels.
+struct BiasActGrad {
+    relu: bool,
+    dims: (usize, usize, usize),
+}
+
+impl CustomOp2 for BiasActGrad {
+    fn name(&self) -> &'static str {
+        "fer-bias-act-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        super::profile::timed(self.name(), || {
+            let (n, c, hw) = self.dims;
+            let dy = super::f32_contiguous(s1, l1, "bias_act backward", "output gradient")?;
+            let y = super::f32_contiguous(s2, l2, "bias_act backward", "output")?;
+            if dy.len() != n * c * hw || y.len() != dy.len() {
+                bail!("bias_act backward: operands do not match the forward's shape");
+            }
+            let mut out = vec![0f32; dy.len() + c];
+            let dx = super::SharedMut::new(&mut out[..dy.len()]);
+            let relu = self.relu;
+            let db: Vec<f64> = (0..c)
+                .into_par_iter()
+                .with_min_len(super::min_len(n * hw))
+                .map(|ch| {
+                    let mut sum = 0f64;
+                    for i in 0..n {
+                        let r = (i * c + ch) * hw;
+                        // SAFETY: plane (i, ch) belongs to this channel's task alone.
+                        let d = unsafe { dx.slice(r, hw) };
+                        let mut part = 0f32;
+                        for ((o, &g), &yv) in d.iter_mut().zip(&dy[r..r + hw]).zip(&y[r..r + hw]) {
+                            *o = if relu && yv <= 0.0 { 0.0 } else { g };
+                            part += *o;
+                        }
+                        sum += part as f64;
+                    }
+                    sum
+                })
+                .collect();
+            for (o, v) in out[dy.len()..].iter_mut().zip(db) {
+                *o = v as f32;
+            }
+            Ok((CpuStorage::F32(out), Shape::from(dy.len() + c)))
+        })
+    }
+}
+
+/// act(x + b) for x (N, C, H, W) and a per-channel bias b (C), act ReLU when
+/// `relu`: the kernel above for f32 on the CPU, candle's ops otherwise.
+pub fn bias_act(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let fast = x.device().is_cpu()
+        && b.device().is_cpu()
+        && x.dtype() == DType::F32
+        && b.dtype() == DType::F32
+        && b.dims() == [c];
+    if !fast {
+        let y = x.broadcast_add(&b.reshape((1, c, 1, 1))?)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let op = BiasAct {
+        relu,
+        dims: (n, c, h * w),
+    };
+    x.contiguous()?.apply_op2(&b.contiguous()?, op)
+}

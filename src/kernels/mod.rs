@@ -126,6 +126,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result
     }
 }
 
+/// act(x + b[c]): a convolution's bias, then ReLU when `relu`.
+pub fn bias_act(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    if fast() {
+        eltwise::bias_act(x, b, relu)
+    } else {
+        let y = x.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?;
+        if relu { y.relu() } else { Ok(y) }
+    }
+}
+
 /// relu(a + b) (a residual block's end).
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if fast() {

@@ -143,6 +143,12 @@ impl Conv2d {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, false)
+    }
+
+    /// The convolution, its bias, then ReLU when `relu` (bias and ReLU fused
+    /// where the kernel allows).
+    pub fn forward_act(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let (n, cin, h, w) = x.dims4()?;
         let pads = self.padding.resolve(h, w, self.k, self.stride);
         let cout = self.weight.dim(0)?;
@@ -159,7 +165,8 @@ impl Conv2d {
             kernels::grouped_conv2d(x, &self.weight, self.stride, pads, self.groups)?
         };
         match &self.bias {
-            Some(b) => y.broadcast_add(&b.reshape((1, cout, 1, 1))?),
+            Some(b) => kernels::bias_act(&y, b, relu),
+            None if relu => y.relu(),
             None => Ok(y),
         }
     }

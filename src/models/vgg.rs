@@ -161,7 +161,7 @@ impl Backbone for Vgg {
         for stage in &self.features {
             x = match stage {
                 Stage::Conv(conv, Some(bn)) => bn.forward_act(&conv.forward(&x)?, train, true)?,
-                Stage::Conv(conv, None) => conv.forward(&x)?.relu()?,
+                Stage::Conv(conv, None) => conv.forward_act(&x, true)?,
                 Stage::Pool => max_pool_2x2(&x)?,
             };
         }
