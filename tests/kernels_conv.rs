@@ -131,6 +131,26 @@ fn check(c: Case, seed: u64) {
     close("grad w vs taps", &gw, &gw_taps);
 }
 
+/// (n, cin, cout, h, w, k, stride, pads) of one case.
+type Dims = (usize, usize, usize, usize, usize, usize, usize, [usize; 4]);
+
+/// Checks each case, case i with seed `seed0 + i`.
+fn check_all(cases: impl IntoIterator<Item = Dims>, seed0: u64) {
+    for (i, (n, cin, cout, h, w, k, stride, pads)) in cases.into_iter().enumerate() {
+        let c = Case {
+            n,
+            cin,
+            cout,
+            h,
+            w,
+            k,
+            stride,
+            pads,
+        };
+        check(c, seed0 + i as u64);
+    }
+}
+
 #[test]
 fn matches_reference_over_shapes() {
     let mut seed = 0;
@@ -173,21 +193,7 @@ fn matches_reference_on_large_maps() {
         (3, 3, 8, 33, 34, 7, 2, [3; 4]),
         (1, 17, 8, 16, 17, 3, 1, [0, 1, 0, 1]),
     ];
-    for (i, (n, cin, cout, h, w, k, stride, pads)) in cases.into_iter().enumerate() {
-        check(
-            Case {
-                n,
-                cin,
-                cout,
-                h,
-                w,
-                k,
-                stride,
-                pads,
-            },
-            100 + i as u64,
-        );
-    }
+    check_all(cases, 100);
 }
 
 /// Late-stage shapes: more output channels than batch pixels (the GEMM
@@ -212,21 +218,7 @@ fn matches_reference_on_small_maps() {
         (2, 5, 3, 1, 1, 5, 1, [2; 4]),
         (3, 8, 4, 1, 1, 3, 1, [0, 2, 2, 0]),
     ];
-    for (i, (n, cin, cout, h, w, k, stride, pads)) in cases.into_iter().enumerate() {
-        check(
-            Case {
-                n,
-                cin,
-                cout,
-                h,
-                w,
-                k,
-                stride,
-                pads,
-            },
-            200 + i as u64,
-        );
-    }
+    check_all(cases, 200);
 }
 
 /// Stride-1 convolutions whose output is as wide as the input move whole
@@ -241,21 +233,10 @@ fn matches_reference_on_same_size_padding() {
         (2, 3, 4, 5, 9, 5, [0, 4, 2, 2]),
         (1, 3, 4, 3, 3, 7, [3; 4]),
     ];
-    for (i, (n, cin, cout, h, w, k, pads)) in cases.into_iter().enumerate() {
-        check(
-            Case {
-                n,
-                cin,
-                cout,
-                h,
-                w,
-                k,
-                stride: 1,
-                pads,
-            },
-            300 + i as u64,
-        );
-    }
+    check_all(
+        cases.map(|(n, cin, cout, h, w, k, pads)| (n, cin, cout, h, w, k, 1, pads)),
+        300,
+    );
 }
 
 /// A batch is split into chunks once its column matrix passes the bound

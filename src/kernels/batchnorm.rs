@@ -315,83 +315,74 @@ impl CustomOp3 for BnOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        super::profile::timed(self.name(), || {
-            super::profile::timed_named(
-                || format!("{}/{:?}", self.name(), l1.dims()),
-                || {
-                    let x = f32_slice(s1, l1, "input")?;
-                    let gamma = f32_slice(s2, l2, "weight")?;
-                    let beta = f32_slice(s3, l3, "bias")?;
-                    let (n, c, h, w) = l1.shape().dims4()?;
-                    let hw = h * w;
-                    if gamma.len() != c || beta.len() != c {
-                        candle_core::bail!("batch norm: {c} channels but {} weights", gamma.len());
-                    }
-                    // One task per group of channels: a channel's statistics,
-                    // then its output while its planes are still in cache.
-                    let count = (n * hw) as f64;
-                    let given = match self.mode {
-                        Mode::Train => None,
-                        Mode::Eval => Some(self.lock()?.clone()),
-                    };
-                    let mut y = vec![0f32; x.len()];
-                    let out = super::SharedMut::new(&mut y);
-                    let act = self.act;
-                    let stats: Vec<Stat> = (0..c)
-                        .into_par_iter()
-                        .with_min_len(super::min_len(n * hw))
-                        .map(|ch| {
-                            let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-                            let s = match &given {
-                                Some(st) => st[ch],
-                                None => {
-                                    let sum: f64 = (0..n)
-                                        .map(|i| lane_sum2(plane(i), plane(i), |u, _| u))
-                                        .sum();
-                                    let m = (sum / count) as f32;
-                                    let sq: f64 = (0..n)
-                                        .map(|i| {
-                                            lane_sum2(plane(i), plane(i), |u, _| {
-                                                let d = u - m;
-                                                d * d
-                                            })
-                                        })
-                                        .sum();
-                                    let var = (sq / count) as f32;
-                                    Stat {
-                                        mean: m,
-                                        var,
-                                        inv: 1.0 / (var + self.eps).sqrt(),
-                                    }
-                                }
-                            };
-                            let scale = s.inv * gamma[ch];
-                            let shift = beta[ch] - s.mean * scale;
-                            for i in 0..n {
-                                // SAFETY: plane (i, ch) belongs to this
-                                // channel's task alone.
-                                let yo = unsafe { out.slice((i * c + ch) * hw, hw) };
-                                let xi = plane(i);
-                                match act {
-                                    Act::Identity => affine(yo, xi, scale, shift, |z| z),
-                                    Act::Relu => affine(yo, xi, scale, shift, |z| z.max(0.0)),
-                                    Act::Relu6 => {
-                                        affine(yo, xi, scale, shift, |z| z.clamp(0.0, 6.0))
-                                    }
-                                    Act::Silu => {
-                                        affine(yo, xi, scale, shift, |z| Act::Silu.eval(z))
-                                    }
-                                }
+        super::profile::timed_with_dims(self.name(), l1.dims(), || {
+            let x = f32_slice(s1, l1, "input")?;
+            let gamma = f32_slice(s2, l2, "weight")?;
+            let beta = f32_slice(s3, l3, "bias")?;
+            let (n, c, h, w) = l1.shape().dims4()?;
+            let hw = h * w;
+            if gamma.len() != c || beta.len() != c {
+                candle_core::bail!("batch norm: {c} channels but {} weights", gamma.len());
+            }
+            // One task per group of channels: a channel's statistics,
+            // then its output while its planes are still in cache.
+            let count = (n * hw) as f64;
+            let given = match self.mode {
+                Mode::Train => None,
+                Mode::Eval => Some(self.lock()?.clone()),
+            };
+            let mut y = vec![0f32; x.len()];
+            let out = super::SharedMut::new(&mut y);
+            let act = self.act;
+            let stats: Vec<Stat> = (0..c)
+                .into_par_iter()
+                .with_min_len(super::min_len(n * hw))
+                .map(|ch| {
+                    let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+                    let s = match &given {
+                        Some(st) => st[ch],
+                        None => {
+                            let sum: f64 = (0..n)
+                                .map(|i| lane_sum2(plane(i), plane(i), |u, _| u))
+                                .sum();
+                            let m = (sum / count) as f32;
+                            let sq: f64 = (0..n)
+                                .map(|i| {
+                                    lane_sum2(plane(i), plane(i), |u, _| {
+                                        let d = u - m;
+                                        d * d
+                                    })
+                                })
+                                .sum();
+                            let var = (sq / count) as f32;
+                            Stat {
+                                mean: m,
+                                var,
+                                inv: 1.0 / (var + self.eps).sqrt(),
                             }
-                            s
-                        })
-                        .collect();
-                    if self.mode == Mode::Train {
-                        *self.lock()? = stats;
+                        }
+                    };
+                    let scale = s.inv * gamma[ch];
+                    let shift = beta[ch] - s.mean * scale;
+                    for i in 0..n {
+                        // SAFETY: plane (i, ch) belongs to this
+                        // channel's task alone.
+                        let yo = unsafe { out.slice((i * c + ch) * hw, hw) };
+                        let xi = plane(i);
+                        match act {
+                            Act::Identity => affine(yo, xi, scale, shift, |z| z),
+                            Act::Relu => affine(yo, xi, scale, shift, |z| z.max(0.0)),
+                            Act::Relu6 => affine(yo, xi, scale, shift, |z| z.clamp(0.0, 6.0)),
+                            Act::Silu => affine(yo, xi, scale, shift, |z| Act::Silu.eval(z)),
+                        }
                     }
-                    Ok((CpuStorage::F32(y), l1.shape().clone()))
-                },
-            )
+                    s
+                })
+                .collect();
+            if self.mode == Mode::Train {
+                *self.lock()? = stats;
+            }
+            Ok((CpuStorage::F32(y), l1.shape().clone()))
         })
     }
 
@@ -523,40 +514,33 @@ impl CustomOp3 for BnBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        super::profile::timed(self.name(), || {
-            super::profile::timed_named(
-                || format!("{}/{:?}", self.name(), l1.dims()),
-                || {
-                    let x = f32_slice(s1, l1, "input")?;
-                    let y = f32_slice(s2, l2, "output")?;
-                    let dy = f32_slice(s3, l3, "output gradient")?;
-                    let (n, c, h, w) = l1.shape().dims4()?;
-                    let hw = h * w;
-                    // d loss / dz: dy times the activation's derivative, with z
-                    // recomputed from x (only SiLU needs it). One monomorphic pass
-                    // per activation, so the inner loops vectorise.
-                    let (mut out, sums) = match self.act {
-                        Act::Identity => self.planes(x, y, dy, (n, c, hw), |_, _, g, _| g),
-                        Act::Relu => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
-                            g * Act::Relu.grad(0.0, yv)
-                        }),
-                        Act::Relu6 => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
-                            g * Act::Relu6.grad(yv, yv)
-                        }),
-                        Act::Silu => {
-                            self.planes(x, y, dy, (n, c, hw), |xv, yv, g, (scale, shift)| {
-                                g * Act::Silu.grad(xv * scale + shift, yv)
-                            })
-                        }
-                    };
-                    let rest = &mut out[x.len()..];
-                    for (ch, (a, b)) in sums.iter().enumerate() {
-                        rest[ch] = *b as f32;
-                        rest[c + ch] = *a as f32;
-                    }
-                    Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
-                },
-            )
+        super::profile::timed_with_dims(self.name(), l1.dims(), || {
+            let x = f32_slice(s1, l1, "input")?;
+            let y = f32_slice(s2, l2, "output")?;
+            let dy = f32_slice(s3, l3, "output gradient")?;
+            let (n, c, h, w) = l1.shape().dims4()?;
+            let hw = h * w;
+            // d loss / dz: dy times the activation's derivative, with z
+            // recomputed from x (only SiLU needs it). One monomorphic pass
+            // per activation, so the inner loops vectorise.
+            let (mut out, sums) = match self.act {
+                Act::Identity => self.planes(x, y, dy, (n, c, hw), |_, _, g, _| g),
+                Act::Relu => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
+                    g * Act::Relu.grad(0.0, yv)
+                }),
+                Act::Relu6 => self.planes(x, y, dy, (n, c, hw), |_, yv, g, _| {
+                    g * Act::Relu6.grad(yv, yv)
+                }),
+                Act::Silu => self.planes(x, y, dy, (n, c, hw), |xv, yv, g, (scale, shift)| {
+                    g * Act::Silu.grad(xv * scale + shift, yv)
+                }),
+            };
+            let rest = &mut out[x.len()..];
+            for (ch, (a, b)) in sums.iter().enumerate() {
+                rest[ch] = *b as f32;
+                rest[c + ch] = *a as f32;
+            }
+            Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * c)))
         })
     }
 }

@@ -58,3 +58,9 @@ pub fn timed_named<R>(name: impl FnOnce() -> String, f: impl FnOnce() -> R) -> R
         .or_insert_with(|| Box::leak(name.into_boxed_str()));
     timed(key, f)
 }
+
+/// [`timed`] under `name`, and [`timed_named`] under `name/dims`: the
+/// kernel's total and its share per tensor shape.
+pub fn timed_with_dims<R>(name: &'static str, dims: &[usize], f: impl FnOnce() -> R) -> R {
+    timed(name, || timed_named(|| format!("{name}/{dims:?}"), f))
+}
