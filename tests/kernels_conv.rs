@@ -105,6 +105,10 @@ fn run(conv: Conv, c: &Case, x: &Tensor, w: &Tensor, r: &Tensor) -> (Tensor, Ten
 }
 
 fn check(c: Case, seed: u64) {
+    assert!(
+        fer_lab::kernels::fast(),
+        "FER_LAB_PLAIN_KERNELS=1 turns the kernel under test into the reference: unset it"
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let x = random(&mut rng, &[c.n, c.cin, c.h, c.w]);
     let w = random(&mut rng, &[c.cout, c.cin, c.k, c.k]);

@@ -409,8 +409,10 @@ impl CustomOp3 for BnOp {
         };
         let packed = x.apply_op3_no_bwd(&res.contiguous()?, &grad.contiguous()?, &back)?;
         let dx = packed.narrow(0, 0, numel)?.reshape((n, c, h, w))?;
-        let dgamma = packed.narrow(0, numel, c)?;
-        let dbeta = packed.narrow(0, numel + c, c)?;
+        // Own copies (C floats each): a view would keep the whole packed
+        // buffer alive in the gradient store until the optimiser step.
+        let dgamma = packed.narrow(0, numel, c)?.copy()?;
+        let dbeta = packed.narrow(0, numel + c, c)?.copy()?;
         Ok((Some(dx), Some(dgamma), Some(dbeta)))
     }
 }

@@ -173,7 +173,8 @@ impl CustomOp2 for BiasAct {
         };
         let packed = dy.contiguous()?.apply_op2_no_bwd(&y.contiguous()?, &back)?;
         let dx = packed.narrow(0, 0, n * c * hw)?.reshape(y.dims())?;
-        let db = packed.narrow(0, n * c * hw, c)?;
+        // An own copy (C floats), so the store does not keep `packed` alive.
+        let db = packed.narrow(0, n * c * hw, c)?.copy()?;
         Ok((Some(dx), Some(db)))
     }
 }
@@ -241,7 +242,8 @@ pub fn bias_act(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
         && b.device().is_cpu()
         && x.dtype() == DType::F32
         && b.dtype() == DType::F32
-        && b.dims() == [c];
+        && b.dims() == [c]
+        && h * w > 0;
     if !fast {
         let y = x.broadcast_add(&b.reshape((1, c, 1, 1))?)?;
         return if relu { y.relu() } else { Ok(y) };

@@ -2,7 +2,7 @@
 //! path (a candle `CustomOp` with its own backward) where one exists and
 //! candle's plain ops everywhere else (CUDA included), so a `cuda` build
 //! always has a correct path. Every fast kernel is tested against the plain
-//! ops on random inputs (tests/kernels.rs).
+//! ops on random inputs (tests/kernels_*.rs).
 
 pub mod batchnorm;
 pub mod conv;
@@ -110,9 +110,17 @@ pub fn pad4(x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pads: [usize; 4]) -> Result<Tensor> {
     if fast() {
         let (_, _, h, wd) = x.dims4()?;
-        let (_, _, k, _) = w.dims4()?;
+        let (_, _, k, kw) = w.dims4()?;
         let [t, b, l, r] = pads;
-        if h == 1 && wd == 1 && k > 1 && t < k && l < k && t + b + 1 == k && l + r + 1 == k {
+        if h == 1
+            && wd == 1
+            && k > 1
+            && kw == k
+            && t < k
+            && l < k
+            && t + b + 1 == k
+            && l + r + 1 == k
+        {
             // A 1x1 map whose output is 1x1 (DenseNet's last block at small
             // inputs): every kernel tap but (top, left) reads padding, so
             // this is a pointwise convolution with that tap's weights (its
