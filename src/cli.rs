@@ -434,7 +434,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let matmul = crate::bench::matmul_gflops(1024, &device)?;
             let mut rows = Vec::new();
             for n in &names {
-                let row = crate::bench::bench_backbone(n, &opts, &device)?;
+                // On a worker of the pool, as a sweep's trials run (see
+                // `sched`): parallel kernels then start on the calling
+                // thread instead of being handed to a sleeping worker.
+                let row = rayon::scope(|_| crate::bench::bench_backbone(n, &opts, &device))?;
                 if json {
                     let mut v = serde_json::to_value(&row)?;
                     v["matmul_gflops"] = serde_json::json!(matmul);

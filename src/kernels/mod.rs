@@ -26,7 +26,7 @@ pub fn fast() -> bool {
 /// Work (in elements touched) below which a parallel task is not worth
 /// rayon's hand-off: small late-stage layers would otherwise be cut into
 /// thousands of tasks of a few dozen floats each.
-const GRAIN: usize = 1 << 14;
+const GRAIN: usize = 1 << 12;
 
 /// The fewest items per rayon task when each item touches `item` elements.
 pub(crate) fn min_len(item: usize) -> usize {
