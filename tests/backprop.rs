@@ -45,27 +45,28 @@ fn var() -> Var {
     .unwrap()
 }
 
+/// The error of a backward pass through `op`.
+fn backward_error(op: Passthrough) -> String {
+    let x = var();
+    let loss = x.as_tensor().apply_op1(op).unwrap().sum_all().unwrap();
+    loss.backward().unwrap_err().to_string()
+}
+
 #[test]
 fn a_wrongly_shaped_first_gradient_is_an_error() {
-    let x = var();
-    let op = Passthrough {
+    let err = backward_error(Passthrough {
         shape: Some(vec![3, 2]),
         dtype: None,
-    };
-    let loss = x.as_tensor().apply_op1(op).unwrap().sum_all().unwrap();
-    let err = loss.backward().unwrap_err().to_string();
+    });
     assert!(err.contains("shape mismatch"), "{err}");
 }
 
 #[test]
 fn a_first_gradient_of_another_dtype_is_an_error() {
-    let x = var();
-    let op = Passthrough {
+    let err = backward_error(Passthrough {
         shape: None,
         dtype: Some(DType::F64),
-    };
-    let loss = x.as_tensor().apply_op1(op).unwrap().sum_all().unwrap();
-    let err = loss.backward().unwrap_err().to_string();
+    });
     assert!(err.contains("dtype mismatch"), "{err}");
 }
 
